@@ -1,0 +1,6 @@
+"""``python -m spatialmultiomics``."""
+
+from spatialmultiomics.cli import main
+
+if __name__ == "__main__":
+    main()

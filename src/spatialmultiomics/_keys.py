@@ -1,0 +1,59 @@
+"""The one place where container slot names live.
+
+Every stage writes its results under these names and every reader of results (plots, writers, the CLI) finds them
+here. Conventions for the factorization, written once for the whole package:
+
+* The joint matrix is ``X = [w_1 X_1 | w_2 X_2 | ...]`` (cells x features), factorized as ``X ~ W @ H`` with
+  ``W`` (n_cells, k) the **cell loadings** and ``H = [H_1 | H_2 | ...]`` (k, n_features) the **feature
+  loadings**, one block per modality.
+* ``obsm['X_nmf']`` holds ``W``; ``mdata[mod].varm['nmf_loadings']`` holds ``H_b.T`` (n_features_b, k).
+* The seed's output names are the transposes: ``W_transcript = H_rna.T`` (n_genes, k),
+  ``W_protein = H_protein.T`` (n_proteins, k) and ``H_shared = W.T`` (k, n_cells).
+"""
+
+from __future__ import annotations
+
+__all__ = ["Keys"]
+
+
+class Keys:
+    """Slot names used in AnnData / MuData containers."""
+
+    # modalities
+    RNA = "rna"
+    PROTEIN = "protein"
+
+    # obs / obsm
+    SPATIAL = "spatial"  # obsm: (n_obs, 2) float coordinates in micrometres (x, y)
+    FOV = "fov"  # obs: field of view / sample / library id; graphs never cross it
+    CELL_TYPE = "cell_type"  # obs: categorical cell type
+    CELL_TYPE_CONFIDENCE = "cell_type_confidence"  # obs: float in [0, 1]
+    FACTOR = "nmf_factor"  # obs: index of the dominant factor
+    NMF = "X_nmf"  # obsm: (n_obs, k) cell loadings W
+    NMF_LOADINGS = "nmf_loadings"  # varm of each modality: (n_features, k) = H_b.T
+    NMF_UNS = "nmf"  # uns: params, loss, factor annotation table
+    HVG = "highly_variable"  # var: bool
+    PREPROCESSED = "preprocessed"  # layers: transformed values fed to the factorization
+
+    # spatial graph
+    GRAPH = "spatial_connectivities"  # obsp: CSR adjacency, no self-loops
+    DISTANCES = "spatial_distances"  # obsp: CSR distances in micrometres
+    GRAPH_UNS = "spatial_neighbors"  # uns: graph parameters
+    NICHE_COMPOSITION = "niche_composition"  # obsm: (n_obs, n_types) neighbour type fractions
+    NICHE_TYPE = "niche_type"  # obs: most frequent neighbour type
+    N_NEIGHBORS = "n_neighbors"  # obs: number of neighbours
+    NICHE = "niche"  # obs: cellular neighbourhood cluster
+
+    # provenance
+    PROVENANCE = "provenance"  # uns of each modality: platform, reader, pixel size, paths
+    PIPELINE = "pipeline"  # uns of the MuData: pipeline parameters, versions, timings
+
+    @staticmethod
+    def nhood(label_key: str = "cell_type") -> str:
+        """Return the ``uns`` key of the co-localization result for ``label_key`` (squidpy's schema)."""
+        return f"{label_key}_nhood_enrichment"
+
+    @staticmethod
+    def colors(label_key: str = "cell_type") -> str:
+        """Return the ``uns`` key of the colour palette for ``label_key`` (scanpy's convention)."""
+        return f"{label_key}_colors"

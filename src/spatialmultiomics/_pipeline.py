@@ -1,0 +1,399 @@
+"""``run_pipeline``: read → align → preprocess → factorize → annotate → spatial graph → niches, co-localization → write.
+
+The orchestrator only calls the public step functions; each step can be run alone on the MuData.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from spatialmultiomics._errors import InputError
+from spatialmultiomics._keys import Keys
+from spatialmultiomics._log import logger
+from spatialmultiomics._validate import check_option, check_positive, check_positive_int
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from mudata import MuData
+
+__all__ = ["PipelineResult", "run_pipeline"]
+
+PathLike = str | Path
+
+
+@dataclass
+class PipelineResult:
+    """Everything a pipeline run produced (the seed's result fields plus the container).
+
+    Attributes
+    ----------
+    cell_types
+        The distinct cell types found, in category order.
+    shared_labels
+        One row per cell: ``cell_id, x, y, cell_type, confidence, nmf_factor`` (+ ``fov``); x, y in µm.
+    co_localization
+        One row per ordered pair of types: ``cell_type_pair, jones_scornecchi_score, cell_type_a, cell_type_b,
+        observed, expected, z_score, p_value, q_value, ...``.
+    niche_composition
+        One row per cell: ``cell_id, niche_type, composition, n_neighbors, frac_<type> ...``.
+    W_transcript, W_protein
+        Feature loadings of the RNA and protein blocks, shapes (n_genes, k) and (n_proteins, k); ``None`` for a
+        modality that was not given.
+    H_shared
+        Cell loadings, shape (k, n_cells) (the seed's orientation).
+    nmf_factors
+        ``H_shared`` as a table: ``cell_id, factor_0, ...``.
+    factor_annotation
+        One row per factor: its cell type, score and top features.
+    feature_loadings
+        Modality name -> (n_features, k) loadings, for every modality (``W_transcript`` is ``['rna']``).
+    mdata
+        The MuData holding every result in its conventional slots (see :mod:`spatialmultiomics._keys`).
+    output_dir
+        Folder the files were written to, or None.
+    timings
+        Seconds per stage.
+    """
+
+    cell_types: list[str]
+    shared_labels: pd.DataFrame
+    co_localization: pd.DataFrame
+    niche_composition: pd.DataFrame
+    W_transcript: np.ndarray | None
+    W_protein: np.ndarray | None
+    H_shared: np.ndarray
+    nmf_factors: pd.DataFrame
+    factor_annotation: pd.DataFrame
+    feature_loadings: dict[str, np.ndarray]
+    mdata: MuData = field(repr=False)
+    output_dir: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _load(
+    source: PathLike | AnnData, *, platform: str | None, modality: str, pixel_size_um: float | None, argname: str
+) -> AnnData:
+    from anndata import AnnData
+
+    from spatialmultiomics import io
+
+    if isinstance(source, AnnData):
+        if Keys.SPATIAL not in source.obsm:
+            msg = f"{argname}: the AnnData has no obsm['spatial'] coordinates."
+            raise InputError(msg)
+        return source.copy()
+    if not isinstance(source, str | Path):
+        msg = f"{argname} must be a file path or an AnnData, got {type(source).__name__}."
+        raise InputError(msg)
+    return io.read(source, platform, modality=modality, pixel_size_um=pixel_size_um)
+
+
+def _check_platform(platform: str | None, *, kind: str, argname: str) -> str:
+    from spatialmultiomics.io import PLATFORMS, normalize_platform
+
+    canon = normalize_platform(platform, name=argname)
+    pk = PLATFORMS[canon][0]
+    if pk not in ("any", kind):
+        allowed = sorted(p for p, (k, _) in PLATFORMS.items() if k in (kind, "any"))
+        msg = f"{argname}={platform!r} is a {pk} platform; for this input use one of {allowed}."
+        raise InputError(msg)
+    return canon
+
+
+def _collect_modalities(
+    transcript_path: Any,
+    protein_path: Any,
+    platform_tx: str | None,
+    platform_prot: str | None,
+    extra_modalities: Mapping[str, Any] | None,
+    pixel_size_um: float | Mapping[str, float] | None,
+) -> dict[str, AnnData]:
+    def px(name: str) -> float | None:
+        return pixel_size_um.get(name) if isinstance(pixel_size_um, Mapping) else pixel_size_um
+
+    mods: dict[str, AnnData] = {}
+    if isinstance(transcript_path, str | Path) and Path(transcript_path).suffix.lower() == ".h5mu":
+        from spatialmultiomics._mudata import read_h5mu
+
+        try:
+            mdata_in = read_h5mu(transcript_path)
+        except (OSError, KeyError, ValueError) as err:
+            msg = f"{transcript_path}: not a readable .h5mu file ({type(err).__name__})."
+            raise InputError(msg) from err
+        for name, adata in mdata_in.mod.items():
+            if Keys.SPATIAL not in adata.obsm:
+                if Keys.SPATIAL not in mdata_in.obsm:
+                    msg = f"{transcript_path}: modality {name!r} has no obsm['spatial'] coordinates."
+                    raise InputError(msg)
+                adata.obsm[Keys.SPATIAL] = np.asarray(
+                    mdata_in[name].obsm.get(Keys.SPATIAL, mdata_in.obsm[Keys.SPATIAL])
+                )
+            mods[name] = adata
+    elif transcript_path is not None:
+        platform_tx = _check_platform(platform_tx, kind="rna", argname="platform_tx")
+        mods[Keys.RNA] = _load(
+            transcript_path,
+            platform=platform_tx,
+            modality=Keys.RNA,
+            pixel_size_um=px(Keys.RNA),
+            argname="transcript_path",
+        )
+    if protein_path is not None:
+        platform_prot = _check_platform(platform_prot, kind="protein", argname="platform_prot")
+        mods[Keys.PROTEIN] = _load(
+            protein_path,
+            platform=platform_prot,
+            modality=Keys.PROTEIN,
+            pixel_size_um=px(Keys.PROTEIN),
+            argname="protein_path",
+        )
+    for name, source in (extra_modalities or {}).items():
+        if name in mods:
+            msg = f"extra_modalities: the name {name!r} is already used; pick another modality name."
+            raise InputError(msg)
+        mods[name] = _load(
+            source, platform=None, modality=name, pixel_size_um=px(name), argname=f"extra_modalities[{name!r}]"
+        )
+    if not mods:
+        msg = "no input: give transcript_path and/or protein_path."
+        raise InputError(msg)
+    return mods
+
+
+def _shared_labels(mdata: MuData) -> pd.DataFrame:
+    coords = np.asarray(mdata.obsm[Keys.SPATIAL])
+    frame = pd.DataFrame(
+        {
+            "cell_id": mdata.obs_names.to_numpy(),
+            "x": coords[:, 0],
+            "y": coords[:, 1],
+            "cell_type": mdata.obs[Keys.CELL_TYPE].astype(str).to_numpy(),
+            "confidence": mdata.obs[Keys.CELL_TYPE_CONFIDENCE].to_numpy(dtype=np.float64),
+        }
+    )
+    if Keys.FACTOR in mdata.obs:
+        frame["nmf_factor"] = mdata.obs[Keys.FACTOR].to_numpy()
+    if Keys.FOV in mdata.obs:
+        frame["fov"] = mdata.obs[Keys.FOV].astype(str).to_numpy()
+    return frame
+
+
+def _factor_table(mdata: MuData, k: int) -> pd.DataFrame:
+    nmf = mdata.uns.get(Keys.NMF_UNS, {})
+    ann = nmf.get("annotation") if isinstance(nmf, Mapping) else None
+    if ann is None:
+        ann = mdata.uns.get("annotation")
+    if ann is None:
+        return pd.DataFrame({"factor": np.arange(k)})
+    cols = {key: val for key, val in ann.items() if key != "params" and np.ndim(val) == 1 and len(val) == k}
+    frame = pd.DataFrame(cols)
+    for col in frame.columns:
+        if frame[col].map(lambda v: isinstance(v, list | tuple | np.ndarray)).any():
+            frame[col] = frame[col].map(
+                lambda v: ";".join(map(str, v)) if isinstance(v, list | tuple | np.ndarray) else v
+            )
+    return frame
+
+
+def run_pipeline(
+    transcript_path: PathLike | AnnData | None = None,
+    protein_path: PathLike | AnnData | None = None,
+    platform_tx: str | None = "generic",
+    platform_prot: str | None = "generic",
+    n_factors: int = 15,
+    radius: float = 50.0,
+    output_dir: PathLike | None = None,
+    markers: PathLike | Mapping[str, Any] | None = None,
+    seed: int = 0,
+    *,
+    extra_modalities: Mapping[str, PathLike | AnnData] | None = None,
+    pixel_size_um: float | Mapping[str, float] | None = None,
+    annotation_method: str = "auto",
+    expected: str = "exact",
+    solver: str = "hals",
+    modality_weights: Any = None,
+    max_iter: int = 400,
+    n_top_genes: int = 2000,
+    rna_normalization: str = "library",
+    protein_transform: str = "arcsinh",
+    overwrite: bool = False,
+    progress: bool = False,
+) -> PipelineResult:
+    """Run the whole analysis from files (or AnnData objects) to every result, and optionally write them.
+
+    Parameters
+    ----------
+    transcript_path
+        RNA input: a standardized table (CSV / TSV / parquet with optional id column, ``x``, ``y``, one column per
+        gene), an ``.h5ad``, an AnnData, or an ``.h5mu`` holding every modality (then ``protein_path`` may be None).
+    protein_path
+        Protein input, same formats (one column per protein). None for an RNA-only run.
+    platform_tx, platform_prot
+        Instrument names (case-insensitive), e.g. ``'Visium'`` and ``'CODEX'``; with a table they are recorded in
+        the provenance. Must be an RNA and a protein platform respectively (or ``'generic'``).
+    n_factors
+        Number of NMF factors k.
+    radius
+        Neighbourhood radius in µm for the spatial graph (niches and co-localization).
+    output_dir
+        Folder for the result files (written atomically at the end); None writes nothing.
+    markers
+        Marker reference: a JSON / YAML / CSV file, a dict ``{type: {"genes": [...], "proteins": [...]}}``, or
+        None for the built-in tissue / tumour-microenvironment reference.
+    seed
+        Seed for every random step; the same seed gives the same result.
+    extra_modalities
+        Further modalities (name -> path or AnnData), e.g. ``{"metabolite": "maldi.csv"}``; they join the
+        factorization like any other block.
+    pixel_size_um
+        Micrometres per coordinate unit of the inputs (one value, or per modality name); default 1.
+    annotation_method
+        ``'auto'`` (default) or ``'paper'`` (the seed's top-10 / top-5 rule); see :func:`smo.annotate.annotate`.
+    expected
+        Co-localization expectation: ``'exact'`` (random relabelling on the same graph; 0 = random mixing) or
+        ``'paper'`` (the seed's literal n_A·n_B/n).
+    solver, modality_weights, max_iter
+        Passed to :func:`smo.factorize.joint_nmf`.
+    n_top_genes, rna_normalization, protein_transform
+        Passed to :func:`smo.pp.preprocess`.
+    overwrite
+        Replace a non-empty ``output_dir``.
+    progress
+        Show a progress bar over the stages.
+
+    Returns
+    -------
+    :class:`PipelineResult` with the seed's fields (``cell_types``, ``shared_labels``, ``co_localization``,
+    ``niche_composition``, ``W_transcript``, ``W_protein``, ``H_shared``) and the MuData.
+
+    Examples
+    --------
+    >>> import spatialmultiomics as smo
+    >>> mdata = smo.datasets.paper_benchmark(seed=0)
+    >>> res = smo.run_pipeline(mdata["rna"], mdata["protein"], n_factors=4, markers=dict(mdata.uns["markers"]))
+    >>> res.H_shared.shape
+    (4, 200)
+    """
+    from spatialmultiomics import align, annotate, factorize, io, pp, spatial
+
+    n_factors = check_positive_int(n_factors, name="n_factors")
+    radius = check_positive(radius, name="radius")
+    annotation_method = check_option(annotation_method, ("auto", "paper"), name="annotation_method")
+    expected = check_option(expected, ("exact", "paper"), name="expected")
+    if output_dir is not None:
+        io.check_output_dir(output_dir, overwrite=overwrite)
+    markers_given = (
+        str(markers) if isinstance(markers, str | Path) else ("custom" if markers is not None else "builtin")
+    )
+    if markers is not None and not isinstance(markers, Mapping):
+        markers = annotate.load_markers(markers)  # fail early on a bad marker file
+
+    stages = ["read", "align", "preprocess", "factorize", "annotate", "spatial", "write"]
+    timings: dict[str, float] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(stages), desc="spatialmultiomics", unit="stage", leave=False)
+
+    def done(stage: str, t0: float) -> float:
+        timings[stage] = time.perf_counter() - t0
+        logger.info("%-10s %.3f s", stage, timings[stage])
+        if bar is not None:
+            bar.set_postfix_str(stage)
+            bar.update(1)
+        return time.perf_counter()
+
+    try:
+        t = time.perf_counter()
+        mods = _collect_modalities(
+            transcript_path, protein_path, platform_tx, platform_prot, extra_modalities, pixel_size_um
+        )
+        t = done("read", t)
+        mdata = align.join_by_id(mods)
+        t = done("align", t)
+        pp.preprocess(
+            mdata, n_top_genes=n_top_genes, rna_normalization=rna_normalization, protein_transform=protein_transform
+        )
+        t = done("preprocess", t)
+        factorize.joint_nmf(
+            mdata,
+            n_components=n_factors,
+            solver=solver,
+            modality_weights=modality_weights,
+            max_iter=max_iter,
+            seed=seed,
+        )
+        t = done("factorize", t)
+        annotate.annotate(mdata, markers=markers, method=annotation_method)
+        t = done("annotate", t)
+        spatial.spatial_neighbors(mdata, method="radius", radius=radius)
+        spatial.niche_composition(mdata, label_key=Keys.CELL_TYPE)
+        spatial.colocalization(mdata, label_key=Keys.CELL_TYPE, expected=expected, seed=seed)
+        t = done("spatial", t)
+
+        W = np.asarray(mdata.obsm[Keys.NMF])
+        loadings = {name: np.asarray(adata.varm[Keys.NMF_LOADINGS]) for name, adata in mdata.mod.items()}
+        nmf_factors = pd.DataFrame(W, columns=[f"factor_{i}" for i in range(W.shape[1])])
+        nmf_factors.insert(0, "cell_id", mdata.obs_names.to_numpy())
+        result = PipelineResult(
+            cell_types=[str(c) for c in mdata.obs[Keys.CELL_TYPE].cat.categories],
+            shared_labels=_shared_labels(mdata),
+            co_localization=spatial.colocalization_table(mdata, label_key=Keys.CELL_TYPE),
+            niche_composition=spatial.niche_table(mdata, label_key=Keys.CELL_TYPE),
+            W_transcript=loadings.get(Keys.RNA),
+            W_protein=loadings.get(Keys.PROTEIN),
+            H_shared=np.ascontiguousarray(W.T),
+            nmf_factors=nmf_factors,
+            factor_annotation=_factor_table(mdata, W.shape[1]),
+            feature_loadings=loadings,
+            mdata=mdata,
+            timings=timings,
+        )
+        mdata.uns[Keys.PIPELINE] = {
+            "params": {
+                "platform_tx": str(platform_tx),
+                "platform_prot": str(platform_prot),
+                "n_factors": n_factors,
+                "radius_um": radius,
+                "seed": seed,
+                "annotation_method": annotation_method,
+                "expected": expected,
+                "solver": solver,
+                "max_iter": max_iter,
+                "n_top_genes": n_top_genes,
+                "rna_normalization": rna_normalization,
+                "protein_transform": protein_transform,
+                "markers": markers_given,
+            },
+            "versions": _versions(),
+            "timings_s": dict(timings),
+        }
+        if output_dir is not None:
+            io.write_results(result, output_dir, overwrite=overwrite)
+            result.output_dir = Path(output_dir)
+        done("write", t)
+        mdata.uns[Keys.PIPELINE]["timings_s"] = dict(timings)
+    finally:
+        if bar is not None:
+            bar.close()
+    return result
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("spatialmultiomics", "numpy", "scipy", "pandas", "scikit-learn", "anndata", "mudata"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out

@@ -1,0 +1,268 @@
+"""The ``spatialmultiomics`` command line: thin shells over the public API.
+
+Exit codes: 0 success, 1 internal error, 2 bad input (one-line message, no traceback unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from spatialmultiomics._errors import InputError
+
+__all__ = ["cli", "main"]
+
+_PLATFORM_HELP = "Visium, MERFISH, MERSCOPE, Xenium, Stereo-seq, CODEX, MIBI, IMC, CyCIF or generic (case-insensitive)"
+
+
+def _setup_logging(quiet: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logger = logging.getLogger("spatialmultiomics")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if debug else "%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def _common(func):
+    func = click.option("--debug", is_flag=True, help="Show full tracebacks and debug messages.")(func)
+    return click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bar.")(func)
+
+
+def _parse_extra(values: tuple[str, ...]) -> dict[str, Path]:
+    extra = {}
+    for item in values:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            msg = f"--extra {item!r}: expected NAME=PATH, e.g. --extra metabolite=maldi.csv."
+            raise InputError(msg)
+        extra[name] = Path(path)
+    return extra
+
+
+def _summary(result, out: Path | None) -> None:
+    labels = result.shared_labels["cell_type"].value_counts()
+    click.echo(f"{len(result.shared_labels)} cells, {result.H_shared.shape[0]} factors, {len(labels)} cell types:")
+    for name, count in labels.items():
+        click.echo(f"  {name:<28} {count:>8}")
+    if out is not None:
+        click.echo(f"results: {out}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="spatialmultiomics", prog_name="spatialmultiomics")
+def cli() -> None:
+    """Joint NMF of spatial transcriptomics and proteomics: shared cell types, niches, co-localization.
+
+    \b
+    Typical use:
+      spatialmultiomics run --tx rna.csv --prot protein.csv --tx-platform Visium \\
+          --prot-platform CODEX --n-factors 15 --radius 50 --output results
+      spatialmultiomics demo --output demo_results
+
+    Run `spatialmultiomics COMMAND --help` for the options of a command.
+    """
+
+
+@cli.command("run")
+@click.option(
+    "--tx",
+    "tx",
+    type=click.Path(path_type=Path),
+    help="Transcriptomics input: table (id, x, y, genes; CSV/TSV/parquet), .h5ad, or .h5mu with every modality.",
+)
+@click.option(
+    "--prot", "prot", type=click.Path(path_type=Path), help="Proteomics input: table (id, x, y, proteins), .h5ad."
+)
+@click.option(
+    "--tx-platform", default="generic", show_default=True, help=f"Transcriptomics platform: {_PLATFORM_HELP}."
+)
+@click.option("--prot-platform", default="generic", show_default=True, help=f"Proteomics platform: {_PLATFORM_HELP}.")
+@click.option(
+    "--extra",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="A further modality to factorize jointly, e.g. metabolite=maldi.csv (repeatable).",
+)
+@click.option("--n-factors", type=int, default=15, show_default=True, help="Number of NMF factors k.")
+@click.option("--radius", type=float, default=50.0, show_default=True, help="Neighbourhood radius in µm.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Result folder (created; never overwritten without --overwrite).",
+)
+@click.option(
+    "--markers",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Marker reference (JSON / YAML / CSV); default: built-in tissue / TME reference.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--pixel-size-um",
+    type=float,
+    default=None,
+    help="Micrometres per coordinate unit of the inputs (default 1: already µm).",
+)
+@click.option(
+    "--annotation-method",
+    type=click.Choice(["auto", "paper"], case_sensitive=False),
+    default="auto",
+    show_default=True,
+    help="Factor naming: improved default, or the seed's top-10/top-5 rule.",
+)
+@click.option(
+    "--expected",
+    type=click.Choice(["exact", "paper"], case_sensitive=False),
+    default="exact",
+    show_default=True,
+    help="Co-localization expectation: exact random-relabelling mean (0 = random mixing) or the seed's n_A*n_B/n.",
+)
+@click.option(
+    "--solver",
+    type=click.Choice(["hals", "mu"], case_sensitive=False),
+    default="hals",
+    show_default=True,
+    help="NMF solver.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty result folder.")
+@_common
+def run(
+    tx,
+    prot,
+    tx_platform,
+    prot_platform,
+    extra,
+    n_factors,
+    radius,
+    output,
+    markers,
+    seed,
+    pixel_size_um,
+    annotation_method,
+    expected,
+    solver,
+    overwrite,
+    quiet,
+    debug,
+) -> None:
+    """Run the whole pipeline on your files and write every result file.
+
+    \b
+    Writes to --output: shared_labels.csv, co_localization.csv, niche_composition.csv,
+    W_transcript.npy (genes x k), W_protein.npy (proteins x k), H_shared.npy (k x cells),
+    nmf_factors.csv, factor_annotation.csv, result.h5mu.
+    """
+    from spatialmultiomics._pipeline import run_pipeline
+
+    _setup_logging(quiet, debug)
+    if tx is None and prot is None:
+        msg = "give at least --tx or --prot (see --help)."
+        raise InputError(msg)
+    result = run_pipeline(
+        transcript_path=tx,
+        protein_path=prot,
+        platform_tx=tx_platform,
+        platform_prot=prot_platform,
+        n_factors=n_factors,
+        radius=radius,
+        output_dir=output,
+        markers=markers,
+        seed=seed,
+        extra_modalities=_parse_extra(extra),
+        pixel_size_um=pixel_size_um,
+        annotation_method=annotation_method,
+        expected=expected,
+        solver=solver,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    if not quiet:
+        _summary(result, output)
+
+
+@cli.command("demo")
+@click.option(
+    "--dataset",
+    type=click.Choice(["tissue", "paper"], case_sensitive=False),
+    default="tissue",
+    show_default=True,
+    help="Built-in data: a hard 5,000-cell synthetic tissue with known truth, or the seed paper's 200-cell benchmark.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("demo_results"),
+    show_default=True,
+    help="Result folder.",
+)
+@click.option("--n-factors", type=int, default=None, help="Number of factors (default: 4 for paper, 20 for tissue).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data and analysis).")
+@click.option(
+    "--save-inputs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the demo's input tables (transcriptomics.csv, proteomics.csv, markers.json, truth.csv) here.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty result folder.")
+@_common
+def demo(dataset, output, n_factors, seed, save_inputs, overwrite, quiet, debug) -> None:
+    """Run everything on built-in data and write every output; report accuracy against the known truth."""
+    from spatialmultiomics._demo import run_demo
+
+    _setup_logging(quiet, debug)
+    result, scores = run_demo(
+        dataset=dataset,
+        output_dir=output,
+        n_factors=n_factors,
+        seed=seed,
+        save_inputs=save_inputs,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    if not quiet:
+        _summary(result, output)
+        click.echo(f"accuracy vs truth: {scores['accuracy']:.3f}   macro-F1: {scores['macro_f1']:.3f}")
+
+
+def main(
+    argv: list[str] | None = None, *, prog_name: str = "spatialmultiomics", default_command: str | None = None
+) -> None:
+    """Entry point: run the CLI and turn errors into exit codes (2 bad input, 1 internal error)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if default_command is not None and (not args or args[0] not in cli.commands):
+        if not args or args[0] not in ("--version",):
+            args = [default_command, *args]
+    elif (args and args[0].startswith("--tx")) or (args and args[0].startswith("--prot")):
+        args = ["run", *args]
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except InputError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: a message, not a traceback
+        if debug:
+            traceback.print_exc()
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)

@@ -1,0 +1,107 @@
+"""Writing results: every file into a temporary folder, moved into place at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spatialmultiomics._errors import InputError
+from spatialmultiomics._log import logger
+from spatialmultiomics._mudata import write_h5mu
+
+__all__ = ["atomic_output_dir", "check_output_dir", "write_h5mu", "write_results"]
+
+
+def check_output_dir(output_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Fail early, before any computation, when ``output_dir`` cannot receive results.
+
+    An existing non-empty folder is refused unless ``overwrite``; a path that is a file is always refused; the
+    parent folder must be writable.
+    """
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        msg = f"output_dir={str(out)!r} is a file; give a folder path for the results."
+        raise InputError(msg)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        msg = f"output_dir={str(out)!r} exists and is not empty; choose another folder or pass overwrite=True (--overwrite)."
+        raise InputError(msg)
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        msg = f"output_dir={str(out)!r}: folder {str(parent)!r} is not writable."
+        raise InputError(msg)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_output_dir(output_dir: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``output_dir`` and move it into place only if the block succeeds.
+
+    A failure (or a kill) leaves no partial ``output_dir`` and never touches an earlier result: the old folder is
+    renamed aside, the new one renamed in, and only then is the old one deleted.
+    """
+    out = check_output_dir(output_dir, overwrite=overwrite).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        if any(out.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            old.rmdir()
+            out.rename(old)
+        else:
+            out.rmdir()
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_results(result: Any, output_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Write every result file of a pipeline run into ``output_dir`` atomically.
+
+    Files: ``shared_labels.csv`` (cell_id, x, y, cell_type, confidence, ...), ``co_localization.csv``
+    (cell_type_pair, jones_scornecchi_score, cell_type_a, cell_type_b, observed, expected, z_score, p_value,
+    q_value), ``niche_composition.csv`` (cell_id, niche_type, composition, n_neighbors, frac_*),
+    ``W_transcript.npy`` (n_genes, k), ``W_protein.npy`` (n_proteins, k), ``W_<modality>.npy`` for further
+    modalities, ``H_shared.npy`` (k, n_cells), ``nmf_factors.csv`` (cell_id, factor_0 ...),
+    ``factor_annotation.csv`` and ``result.h5mu``.
+
+    Parameters
+    ----------
+    result
+        A :class:`spatialmultiomics.PipelineResult`.
+    output_dir
+        Destination folder; an existing non-empty folder is replaced only with ``overwrite``.
+    overwrite
+        Replace an existing non-empty folder.
+
+    Returns
+    -------
+    The output folder.
+    """
+    with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
+        result.shared_labels.to_csv(tmp / "shared_labels.csv", index=False)
+        result.co_localization.to_csv(tmp / "co_localization.csv", index=False)
+        result.niche_composition.to_csv(tmp / "niche_composition.csv", index=False)
+        np.save(tmp / "H_shared.npy", result.H_shared)
+        for name, loadings in result.feature_loadings.items():
+            fname = {"rna": "W_transcript", "protein": "W_protein"}.get(name, f"W_{name}")
+            np.save(tmp / f"{fname}.npy", loadings)
+        result.nmf_factors.to_csv(tmp / "nmf_factors.csv", index=False)
+        result.factor_annotation.to_csv(tmp / "factor_annotation.csv", index=False)
+        write_h5mu(result.mdata, tmp / "result.h5mu")
+    logger.info("results written to %s", output_dir)
+    return Path(output_dir)
