@@ -1,0 +1,20 @@
+"""Spatial statistics: neighbour graphs, niche composition, cellular neighbourhoods and co-localization."""
+
+from __future__ import annotations
+
+from spatialmultiomics.spatial._graph import delaunay_graph, knn_graph, radius_graph, spatial_neighbors
+from spatialmultiomics.spatial._nhood import ColocalizationResult, colocalization, colocalization_table
+from spatialmultiomics.spatial._niches import niche_composition, niche_table, niches
+
+__all__ = [
+    "ColocalizationResult",
+    "colocalization",
+    "colocalization_table",
+    "delaunay_graph",
+    "knn_graph",
+    "niche_composition",
+    "niche_table",
+    "niches",
+    "radius_graph",
+    "spatial_neighbors",
+]
