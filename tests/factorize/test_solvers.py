@@ -1,0 +1,116 @@
+"""Solver functions on arrays: monotone loss, exact errors, NNLS optimality, stopping rule, sparse = dense."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.optimize import nnls
+
+from spatialmultiomics.factorize._init import initialize
+from spatialmultiomics.factorize._solvers import SOLVERS, _fit_hals, _fit_mu
+
+
+def _problem(planted, noise: float = 0.05) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[np.ndarray]]:
+    _, _, Xs = planted(n_cells=80, sizes=(40, 10), k=3, noise=noise)
+    blocks = [X.astype(np.float32) for X in Xs]
+    scales = np.array([1.0 / np.linalg.norm(X) for X in blocks])
+    offsets = np.array([0, 40, 50])
+    W0, G0 = initialize(blocks, scales, offsets, 3, init="nndsvda", rng=np.random.default_rng(0))
+    return blocks, scales, W0, [G0[:, :40], G0[:, 40:]]
+
+
+def _error(blocks, scales, W, Hs) -> float:
+    return float(
+        np.sqrt(
+            sum(np.sum((s * X.astype(np.float64) - W @ H) ** 2) for X, s, H in zip(blocks, scales, Hs, strict=True))
+        )
+    )
+
+
+@pytest.mark.parametrize("solver", ["hals", "mu"])
+def test_errors_are_exact_monotone_and_checked_every_10(planted, solver: str) -> None:
+    blocks, scales, W0, Hs0 = _problem(planted)
+    W, Hs, n_iter, errors, converged = SOLVERS[solver](blocks, scales, W0, Hs0, max_iter=35, tol=-np.inf)
+    assert n_iter == 35
+    assert not converged
+    assert len(errors) == 5  # initial, 10, 20, 30, 35
+    assert errors[0] == pytest.approx(_error(blocks, scales, W0, Hs0), rel=1e-6)
+    assert errors[-1] == pytest.approx(_error(blocks, scales, W, Hs), rel=1e-6)
+    assert np.all(np.diff(errors) <= 0)
+    assert W.dtype == np.float32
+    assert all(H.dtype == np.float32 for H in Hs)
+    assert W.min() >= 0
+    assert min(H.min() for H in Hs) >= 0
+
+
+def test_stopping_rule_stops_at_a_check_with_converged(planted) -> None:
+    blocks, scales, W0, Hs0 = _problem(planted)
+    _, _, n_iter, errors, converged = _fit_hals(blocks, scales, W0, Hs0, max_iter=1000, tol=1e-3)
+    assert converged
+    assert n_iter % 10 == 0
+    assert n_iter < 1000
+    assert (errors[-2] - errors[-1]) / errors[-2] < 1e-3
+    assert (errors[-3] - errors[-2]) / errors[-3] >= 1e-3
+
+
+@pytest.mark.parametrize("solver", ["hals", "mu"])
+def test_fixed_h_solves_nnls_like_scipy(planted, solver: str) -> None:
+    blocks, scales, W0, Hs0 = _problem(planted)
+    _, Hs, _, _, _ = _fit_hals(blocks, scales, W0, Hs0, max_iter=200, tol=1e-6)
+    G = np.hstack(Hs).astype(np.float64)
+    X = np.hstack([s * X.astype(np.float64) for X, s in zip(blocks, scales, strict=True)])
+    expected = np.array([nnls(G.T, row)[0] for row in X])
+    start = np.full_like(W0, W0.mean())
+    W, Hs_after, _, _, _ = SOLVERS[solver](blocks, scales, start, Hs, max_iter=3000, tol=1e-9, update_H=False)
+    for before, after in zip(Hs, Hs_after, strict=True):
+        np.testing.assert_array_equal(before, after)
+    np.testing.assert_allclose(W, expected, atol=2e-3 * expected.max())
+
+
+@pytest.mark.parametrize("solver", [_fit_hals, _fit_mu])
+def test_sparse_blocks_give_the_dense_result(planted, solver) -> None:
+    blocks, scales, W0, Hs0 = _problem(planted)
+    blocks = [np.where(np.median(X, keepdims=True) < X, X, 0).astype(np.float32) for X in blocks]
+    dense = solver(blocks, scales, W0, Hs0, max_iter=50, tol=-np.inf)
+    csr = solver([sp.csr_matrix(X) for X in blocks], scales, W0, Hs0, max_iter=50, tol=-np.inf)
+    csc = solver([sp.csc_matrix(blocks[0]), blocks[1]], scales, W0, Hs0, max_iter=50, tol=-np.inf)
+    for other in (csr, csc):
+        np.testing.assert_allclose(other[0], dense[0], rtol=1e-3, atol=1e-5 * dense[0].max())
+        np.testing.assert_allclose(other[3], dense[3], rtol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["hals", "mu"])
+def test_repeated_sweeps_keep_the_loss_monotone_and_help(planted, monkeypatch, solver: str) -> None:
+    import spatialmultiomics.factorize._solvers as solvers
+
+    blocks, scales, W0, Hs0 = _problem(planted, noise=0.2)
+    monkeypatch.setattr(solvers, "INNER_ALPHA", 0.0)  # one sweep per update
+    *_, plain, _ = SOLVERS[solver](blocks, scales, W0, Hs0, max_iter=30, tol=-np.inf)
+    monkeypatch.setattr(solvers, "INNER_ALPHA", 1e9)  # up to MAX_INNER sweeps per update
+    *_, repeated, _ = SOLVERS[solver](blocks, scales, W0, Hs0, max_iter=30, tol=-np.inf)
+    assert np.all(np.diff(repeated) <= 0)
+    assert repeated[-1] <= plain[-1]
+
+
+def test_cost_model_repeats_sweeps_only_when_products_dominate() -> None:
+    from spatialmultiomics.factorize._solvers import MAX_INNER, _max_inner, _product_cost, _sweep_cost
+
+    tiny = [np.ones((200, 510), dtype=np.float32)]
+    assert _max_inner(_product_cost(tiny, 4), _sweep_cost(200, 4)) == 1
+    big = [sp.random(20000, 2000, density=0.1, format="csr", dtype=np.float32, random_state=0)]
+    assert _max_inner(_product_cost(big, 20), _sweep_cost(20000, 20)) == MAX_INNER
+
+
+def test_adjacent_dense_blocks_are_merged_prescaled() -> None:
+    from spatialmultiomics.factorize._solvers import _merge_dense
+
+    rng = np.random.default_rng(0)
+    a, b, c = rng.random((5, 3), dtype=np.float32), sp.csr_matrix(rng.random((5, 2))), rng.random((5, 4))
+    d = rng.random((5, 1), dtype=np.float32)
+    merged, scales = _merge_dense([a, b, c.astype(np.float32), d], np.array([2.0, 3.0, 0.5, 4.0]))
+    assert len(merged) == 3
+    np.testing.assert_array_equal(merged[0], a)
+    assert merged[1] is b
+    np.testing.assert_allclose(merged[2], np.hstack([0.5 * c, 4.0 * d]), rtol=1e-6)
+    np.testing.assert_array_equal(scales, [2.0, 3.0, 1.0])
