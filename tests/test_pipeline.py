@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import spatialmultiomics as smo
+from spatialmultiomics import InputError, Keys
+from spatialmultiomics._demo import score_labels
+from spatialmultiomics._mudata import read_h5mu
+
+
+@pytest.fixture
+def paper_tables(tmp_path: Path) -> tuple[dict[str, Path], pd.Series]:
+    mdata = smo.datasets.paper_benchmark(seed=0)
+    files = smo.datasets.write_tables(mdata, tmp_path / "inputs")
+    return files, mdata.obs["true_cell_type"].astype(str)
+
+
+def test_seed_api_verbatim_writes_every_file(paper_tables, tmp_path: Path) -> None:
+    from SpatialMultiOmics import run_pipeline
+
+    files, truth = paper_tables
+    out = tmp_path / "results"
+    result = run_pipeline(
+        transcript_path=str(files["transcriptomics"]), protein_path=str(files["proteomics"]), platform_tx="Visium",
+        platform_prot="CODEX", n_factors=4, radius=50.0, output_dir=str(out), markers=files["markers"],
+    )
+    n = len(truth)
+    assert result.W_transcript.shape == (500, 4)
+    assert result.W_protein.shape == (10, 4)
+    assert result.H_shared.shape == (4, n)
+    assert sorted(result.cell_types) == sorted(truth.unique())
+    assert score_labels(truth, result.shared_labels.set_index("cell_id")["cell_type"])["accuracy"] >= 0.99
+    expected = {"shared_labels.csv", "co_localization.csv", "niche_composition.csv", "W_transcript.npy",
+                "W_protein.npy", "H_shared.npy", "nmf_factors.csv", "factor_annotation.csv", "result.h5mu"}
+    assert expected <= {p.name for p in out.iterdir()}
+    labels = pd.read_csv(out / "shared_labels.csv")
+    assert list(labels.columns[:4]) == ["cell_id", "x", "y", "cell_type"]
+    assert list(labels["cell_id"]) == list(truth.index)
+    coloc = pd.read_csv(out / "co_localization.csv")
+    assert list(coloc.columns[:2]) == ["cell_type_pair", "jones_scornecchi_score"]
+    assert len(coloc) == len(result.cell_types) ** 2
+    niche = pd.read_csv(out / "niche_composition.csv")
+    assert list(niche.columns[:4]) == ["cell_id", "niche_type", "composition", "n_neighbors"]
+    assert json.loads(niche["composition"].iloc[0]) is not None
+    assert np.load(out / "W_transcript.npy").shape == (500, 4)
+    assert np.load(out / "W_protein.npy").shape == (10, 4)
+    np.testing.assert_array_equal(np.load(out / "H_shared.npy"), result.H_shared)
+    factors = pd.read_csv(out / "nmf_factors.csv")
+    assert list(factors.columns) == ["cell_id", "factor_0", "factor_1", "factor_2", "factor_3"]
+    back = read_h5mu(out / "result.h5mu")
+    assert list(back.obs_names) == list(truth.index)
+    assert (back.obs[Keys.CELL_TYPE].astype(str).to_numpy() == result.shared_labels["cell_type"].to_numpy()).all()
+    np.testing.assert_allclose(back.obsm[Keys.NMF], result.mdata.obsm[Keys.NMF])
+    assert "zscore" in back.uns[Keys.nhood()]
+    assert "count" in back.uns[Keys.nhood()]
+
+
+def test_deterministic_and_existing_folder_protected(paper_tables, tmp_path: Path) -> None:
+    files, _ = paper_tables
+    kw = dict(transcript_path=files["transcriptomics"], protein_path=files["proteomics"], n_factors=4,
+              markers=files["markers"], seed=3)
+    a = smo.run_pipeline(**kw, output_dir=tmp_path / "r")
+    b = smo.run_pipeline(**kw)
+    np.testing.assert_array_equal(a.H_shared, b.H_shared)
+    pd.testing.assert_frame_equal(a.co_localization, b.co_localization)
+    with pytest.raises(InputError, match="exists and is not empty"):
+        smo.run_pipeline(**kw, output_dir=tmp_path / "r")
+    smo.run_pipeline(**kw, output_dir=tmp_path / "r", overwrite=True)
+
+
+def test_three_modalities(tmp_path: Path) -> None:
+    mdata = smo.datasets.paper_benchmark(seed=1)
+    rng = np.random.default_rng(0)
+    truth = mdata.obs["true_cell_type"].astype(str)
+    codes = pd.Categorical(truth).codes
+    met = rng.gamma(2.0, 0.5, (mdata.n_obs, 6)).astype(np.float32)
+    met[np.arange(mdata.n_obs), codes] += 8.0  # one metabolite per type
+    import anndata as ad
+
+    met_ad = ad.AnnData(met, obs=pd.DataFrame(index=mdata.obs_names))
+    met_ad.var_names = [f"m/z_{i}" for i in range(6)]
+    met_ad.obsm[Keys.SPATIAL] = np.asarray(mdata.obsm[Keys.SPATIAL])
+    res = smo.run_pipeline(mdata["rna"], mdata["protein"], n_factors=4, markers=dict(mdata.uns["markers"]),
+                           extra_modalities={"metabolite": met_ad}, output_dir=tmp_path / "r")
+    assert set(res.feature_loadings) == {"rna", "protein", "metabolite"}
+    assert res.feature_loadings["metabolite"].shape == (6, 4)
+    assert np.load(tmp_path / "r" / "W_metabolite.npy").shape == (6, 4)
+    assert score_labels(truth, res.shared_labels.set_index("cell_id")["cell_type"])["accuracy"] >= 0.99
+
+
+def test_platform_checks() -> None:
+    with pytest.raises(InputError, match=r"platform_tx='CODEX' is a protein platform"):
+        smo.run_pipeline("a.csv", "b.csv", platform_tx="CODEX")
+    with pytest.raises(InputError, match=r"platform_prot='Foo' is not a known platform"):
+        smo.run_pipeline("a.csv", "b.csv", platform_prot="Foo")
+    with pytest.raises(InputError, match=r"radius must be a finite number > 0, got 0"):
+        smo.run_pipeline("a.csv", "b.csv", radius=0)
