@@ -26,7 +26,7 @@ def test_seed_api_verbatim_writes_every_file(paper_tables, tmp_path: Path) -> No
     files, truth = paper_tables
     out = tmp_path / "results"
     result = run_pipeline(
-        transcript_path=str(files["transcriptomics"]), protein_path=str(files["proteomics"]), platform_tx="Visium",
+        transcript_path=str(files["rna"]), protein_path=str(files["protein"]), platform_tx="Visium",
         platform_prot="CODEX", n_factors=4, radius=50.0, output_dir=str(out), markers=files["markers"],
     )
     n = len(truth)
@@ -62,7 +62,7 @@ def test_seed_api_verbatim_writes_every_file(paper_tables, tmp_path: Path) -> No
 
 def test_deterministic_and_existing_folder_protected(paper_tables, tmp_path: Path) -> None:
     files, _ = paper_tables
-    kw = dict(transcript_path=files["transcriptomics"], protein_path=files["proteomics"], n_factors=4,
+    kw = dict(transcript_path=files["rna"], protein_path=files["protein"], n_factors=4,
               markers=files["markers"], seed=3)
     a = smo.run_pipeline(**kw, output_dir=tmp_path / "r")
     b = smo.run_pipeline(**kw)

@@ -56,8 +56,8 @@ def run_demo(
     try:
         files = datasets.write_tables(mdata, tmp)
         result = run_pipeline(
-            transcript_path=files["transcriptomics"],
-            protein_path=files["proteomics"],
+            transcript_path=files["rna"],
+            protein_path=files["protein"],
             platform_tx="Visium" if dataset == "paper" else "generic",
             platform_prot="CODEX",
             n_factors=n_factors or DEMO_FACTORS[dataset],

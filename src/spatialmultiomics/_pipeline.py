@@ -287,6 +287,10 @@ def run_pipeline(
     radius = check_positive(radius, name="radius")
     annotation_method = check_option(annotation_method, ("auto", "paper"), name="annotation_method")
     expected = check_option(expected, ("exact", "paper"), name="expected")
+    if transcript_path is not None:
+        _check_platform(platform_tx, kind="rna", argname="platform_tx")
+    if protein_path is not None:
+        _check_platform(platform_prot, kind="protein", argname="platform_prot")
     if output_dir is not None:
         io.check_output_dir(output_dir, overwrite=overwrite)
     markers_given = (

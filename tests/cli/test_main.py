@@ -22,8 +22,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_seed_command_line_verbatim(tables, tmp_path: Path) -> None:
-    for name in ("transcriptomics", "proteomics"):
-        (tmp_path / f"{name}.csv").write_bytes(tables[name].read_bytes())
+    for key, name in (("rna", "transcriptomics"), ("protein", "proteomics")):
+        (tmp_path / f"{name}.csv").write_bytes(tables[key].read_bytes())
     proc = _run(["-m", "SpatialMultiOmics", "--tx", "transcriptomics.csv", "--prot", "proteomics.csv",
                  "--tx-platform", "Visium", "--prot-platform", "CODEX", "--n-factors", "15", "--radius", "50.0",
                  "--output", "results"], tmp_path)
@@ -45,7 +45,7 @@ def test_seed_command_line_verbatim(tables, tmp_path: Path) -> None:
 
 
 def _bad_table(tmp_path: Path, tables, mutate, name: str = "bad.csv") -> Path:
-    frame = pd.read_csv(tables["transcriptomics"])
+    frame = pd.read_csv(tables["rna"])
     path = tmp_path / name
     mutate(frame).to_csv(path, index=False)
     return path
@@ -64,7 +64,7 @@ def _bad_table(tmp_path: Path, tables, mutate, name: str = "bad.csv") -> Path:
 )
 def test_bad_tables_exit_2_with_one_line(tables, tmp_path: Path, mutate, message: str) -> None:
     bad = _bad_table(tmp_path, tables, mutate)
-    proc = _run(["-m", "spatialmultiomics", "run", "--tx", str(bad), "--prot", str(tables["proteomics"]),
+    proc = _run(["-m", "spatialmultiomics", "run", "--tx", str(bad), "--prot", str(tables["protein"]),
                  "--output", str(tmp_path / "out")], tmp_path)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
@@ -75,8 +75,8 @@ def test_bad_tables_exit_2_with_one_line(tables, tmp_path: Path, mutate, message
 
 
 def test_unknown_platform_and_debug_traceback(tables, tmp_path: Path) -> None:
-    args = ["-m", "spatialmultiomics", "run", "--tx", str(tables["transcriptomics"]), "--prot",
-            str(tables["proteomics"]), "--tx-platform", "Visum", "--output", str(tmp_path / "o")]
+    args = ["-m", "spatialmultiomics", "run", "--tx", str(tables["rna"]), "--prot",
+            str(tables["protein"]), "--tx-platform", "Visum", "--output", str(tmp_path / "o")]
     proc = _run(args, tmp_path)
     assert proc.returncode == 2
     assert "platform_tx='Visum' is not a known platform" in proc.stderr

@@ -16,7 +16,7 @@ from spatialmultiomics.spatial import (
     radius_graph,
     spatial_neighbors,
 )
-from spatialmultiomics.spatial._nhood import _graph_stats, _join_count_moments, _permutation_counts
+from spatialmultiomics.spatial._nhood import _graph_stats, _join_count_moments, _permuted_counts
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
@@ -241,7 +241,8 @@ def test_exact_score_averages_zero_under_relabelling_and_paper_score_is_positive
     paper = colocalization(adata, expected="paper", inplace=False)
     assert np.all(paper.score > 5)  # n_a n_b / n ignores the ~25 edges per cell
     np.testing.assert_array_equal(paper.zscore, exact.zscore)  # z always uses the exact null
-    perms = _permutation_counts(codes.astype(np.int64), *_edges(graph), 3, None, 2000, 0, 1)
+    children = np.random.SeedSequence(0).spawn(2000)
+    perms = _permuted_counts(children, codes.astype(np.int64), *_edges(graph), 3, None, None, None, 1)
     scores = (perms - exact.expected) / exact.expected
     se = scores.std(axis=0) / np.sqrt(len(scores))
     assert np.all(np.abs(scores.mean(axis=0)) < 5 * se)
@@ -395,3 +396,120 @@ def test_errors():
     adata.obs["empty"] = pd.Categorical([None] * 50, categories=["x"])
     with pytest.raises(InputError, match="has no labelled cell"):
         colocalization(adata, label_key="empty")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# per-sample tables
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _two_samples(seed: int = 0) -> ad.AnnData:
+    """Two samples side by side: in 'mixed' the types are random, in 'segregated' they sit in halves."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    coords = rng.random((2 * n, 2)) * 200
+    coords[n:, 0] += 1000  # far apart: a graph cannot join them
+    types = np.concatenate(
+        [
+            rng.choice(["T", "tumour", "stroma"], n),
+            np.where(coords[n:, 1] < 100, "T", rng.choice(["tumour", "stroma"], n)),
+        ]
+    )
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical(types, categories=["T", "tumour", "stroma"]),
+            "patient": pd.Categorical(np.repeat(["mixed", "segregated"], n)),
+            "fov": np.where(coords[:, 1] < 100, "top", "bottom"),
+        },
+        index=[f"c{i}" for i in range(2 * n)],
+    )
+    adata = ad.AnnData(obs=obs)
+    adata.obsm["spatial"] = coords
+    return adata
+
+
+def test_by_sample_tables_equal_per_sample_runs_and_pooled_is_their_stratified_sum():
+    adata = _two_samples()
+    spatial_neighbors(adata, radius=25.0, fov_key=None)
+    res = colocalization(adata, sample_key="patient", fov_key=None, inplace=False)
+    assert list(res.by_sample) == ["mixed", "segregated"]
+    for name, sub_res in res.by_sample.items():
+        sub = adata[adata.obs["patient"] == name].copy()
+        spatial_neighbors(sub, radius=25.0, fov_key=None)
+        ref = colocalization(sub, fov_key=None, inplace=False)
+        for attr in ("count", "expected_exact", "variance", "zscore", "pvalue", "qvalue", "score", "expected_paper"):
+            np.testing.assert_allclose(getattr(sub_res, attr), getattr(ref, attr), rtol=1e-12, err_msg=attr)
+    # pooled = the stratified null over samples = fov_key=patient
+    strat = colocalization(adata, fov_key="patient", inplace=False)
+    for attr in ("count", "expected_exact", "variance", "zscore", "qvalue"):
+        np.testing.assert_allclose(getattr(res, attr), getattr(strat, attr), rtol=1e-12)
+    np.testing.assert_array_equal(res.count, sum(r.count for r in res.by_sample.values()))
+    # the planted biology: T cells attract each other only in the segregated sample
+    assert abs(res.by_sample["mixed"].zscore[0, 0]) < 3
+    assert res.by_sample["segregated"].zscore[0, 0] > 10
+
+
+def test_by_sample_within_fov_strata_and_permutations():
+    adata = _two_samples(seed=1)
+    spatial_neighbors(adata, radius=25.0)  # per FOV (top / bottom), so per (FOV, sample) combination too
+    res = colocalization(adata, sample_key="patient", n_perms=300, seed=3, inplace=False)
+    assert res.params["fov_key"] == "fov"
+    sub = adata[adata.obs["patient"] == "segregated"].copy()
+    spatial_neighbors(sub, radius=25.0)
+    ref = colocalization(sub, n_perms=0, inplace=False)
+    np.testing.assert_allclose(res.by_sample["segregated"].variance, ref.variance, rtol=1e-12)
+    for r in [res, *res.by_sample.values()]:
+        ok = np.isfinite(r.zscore)
+        assert np.corrcoef(r.zscore[ok], r.perm_zscore[ok])[0, 1] > 0.98
+    threads = colocalization(adata, sample_key="patient", n_perms=40, seed=3, n_jobs=2, inplace=False)
+    single = colocalization(adata, sample_key="patient", n_perms=40, seed=3, inplace=False)
+    for a, b in zip([threads, *threads.by_sample.values()], [single, *single.by_sample.values()], strict=True):
+        np.testing.assert_array_equal(a.perm_zscore, b.perm_zscore)
+        np.testing.assert_array_equal(a.perm_pvalue, b.perm_pvalue)
+
+
+def test_by_sample_table_layout_roundtrip_and_degenerate(tmp_path):
+    adata = _two_samples(seed=2)
+    labels = adata.obs["cell_type"].astype(str).to_numpy()
+    labels[:300][labels[:300] == "stroma"] = "tumour"
+    labels[0] = "stroma"  # one stroma cell in 'mixed': degenerate there, not pooled
+    adata.obs["cell_type"] = pd.Categorical(labels, categories=["T", "tumour", "stroma"])
+    spatial_neighbors(adata, radius=25.0, fov_key=None)
+    colocalization(adata, sample_key="patient", fov_key=None, n_perms=10)
+    path = tmp_path / "a.h5ad"
+    adata.write_h5ad(path)
+    table = colocalization_table(ad.read_h5ad(path), by_sample=True)
+    assert table.columns[0] == "sample"
+    assert table.columns[-2:].tolist() == ["n_cells_a", "n_cells_b"]
+    assert table["sample"].tolist() == ["mixed"] * 9 + ["segregated"] * 9 + ["pooled"] * 9
+    pooled = table[table["sample"] == "pooled"].drop(columns=["sample", "n_cells_a", "n_cells_b"])
+    pd.testing.assert_frame_equal(pooled.reset_index(drop=True), colocalization_table(adata))
+    mixed = table[table["sample"] == "mixed"].set_index("cell_type_pair")
+    assert mixed.loc["stroma|T", "n_cells_a"] == 1
+    assert np.isnan(mixed.loc["stroma|T", "z_score"])
+    assert np.isnan(mixed.loc["T|stroma", "q_value"])
+    assert np.isfinite(table.set_index(["sample", "cell_type_pair"]).loc[("pooled", "stroma|T"), "z_score"])
+    by = adata.uns["cell_type_nhood_enrichment"]["by_sample"]
+    assert by["zscore"].shape == (2, 3, 3)
+    assert by["n_cells"].shape == (2, 3)
+    assert by["sample_key"] == "patient"
+
+
+def test_by_sample_errors():
+    adata = _two_samples(seed=3)
+    spatial_neighbors(adata, radius=25.0, fov_key=None)
+    colocalization(adata, fov_key=None)
+    with pytest.raises(InputError, match="no per-sample tables"):
+        colocalization_table(adata, by_sample=True)
+    with pytest.raises(InputError, match="sample_key='nope' is not a column"):
+        colocalization(adata, sample_key="nope")
+    adata.obs["bad"] = adata.obs["patient"].astype(object)
+    adata.obs.loc[adata.obs_names[0], "bad"] = np.nan
+    with pytest.raises(InputError, match=r"obs\['bad'\] has 1 missing values"):
+        colocalization(adata, sample_key="bad")
+    adata.obs["bad"] = np.where(adata.obs["patient"] == "mixed", "pooled", "x")
+    with pytest.raises(InputError, match="sample named 'pooled'"):
+        colocalization(adata, sample_key="bad")
+    adata.obs["half"] = np.where(adata.obsm["spatial"][:, 1] < 100, "a", "b")
+    with pytest.raises(InputError, match="edges between cells of different samples"):
+        colocalization(adata, sample_key="half", fov_key=None)

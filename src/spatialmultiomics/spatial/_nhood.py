@@ -69,6 +69,23 @@ __all__ = ["ColocalizationResult", "colocalization", "colocalization_table"]
 
 _EXPECTED = ("exact", "paper")
 _MIN_CELLS = 2  # types with fewer cells get NaN statistics and the ``degenerate`` flag
+POOLED = "pooled"  # the ``sample`` value of the pooled rows of the per-sample table
+# per-sample arrays stored in uns[...]['by_sample'], stacked to (n_samples, K, K) or (n_samples, K)
+_BY_SAMPLE_ARRAYS = (
+    "count",
+    "zscore",
+    "expected",
+    "expected_exact",
+    "expected_paper",
+    "variance",
+    "score",
+    "pvalue",
+    "qvalue",
+    "degenerate",
+    "n_cells",
+    "perm_zscore",
+    "perm_pvalue",
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,9 @@ class ColocalizationResult:
         ``(1 + #{|C_perm - E| >= |C - E|}) / (1 + n_perms)``; None otherwise.
     params
         Arguments used.
+    by_sample
+        With ``sample_key``: one result per sample (same K types, q-values within each sample), in sample
+        order; the attributes above are then the pooled (stratified) table. None otherwise.
     """
 
     categories: list[str]
@@ -122,6 +142,7 @@ class ColocalizationResult:
     perm_zscore: np.ndarray | None = None
     perm_pvalue: np.ndarray | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    by_sample: dict[str, ColocalizationResult] | None = None
 
     def to_uns(self) -> dict[str, Any]:
         """Return the ``uns`` layout (squidpy's ``'zscore'`` and ``'count'`` plus our keys)."""
@@ -144,6 +165,16 @@ class ColocalizationResult:
         if self.perm_zscore is not None:
             out["perm_zscore"] = self.perm_zscore
             out["perm_pvalue"] = self.perm_pvalue
+        if self.by_sample is not None:
+            tables = list(self.by_sample.values())
+            by: dict[str, Any] = {
+                "sample_key": str(self.params.get("sample_key", "")),
+                "samples": list(self.by_sample),
+            }
+            for name in _BY_SAMPLE_ARRAYS:
+                if getattr(self, name) is not None:
+                    by[name] = np.stack([getattr(t, name) for t in tables])
+            out["by_sample"] = by
         return out
 
 
@@ -238,11 +269,27 @@ def _join_count_moments(counts: np.ndarray, stats: dict[str, np.ndarray]) -> tup
     return mean, var
 
 
-def _pair_counts(codes: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_types: int) -> np.ndarray:
-    """Join counts (K, K) of the 0/1 edge list ``rows -> cols`` for integer labels ``codes`` (0..K-1)."""
+def _pair_counts(
+    codes: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    n_types: int,
+    *,
+    row_group: np.ndarray | None = None,
+    n_groups: int = 1,
+) -> np.ndarray:
+    """Join counts (K, K) of the 0/1 edge list ``rows -> cols`` for integer labels ``codes`` (0..K-1).
+
+    With ``row_group`` (per edge: the group of its source cell times K^2) the counts are split by group:
+    (n_groups, K, K).
+    """
     key = codes[rows] * n_types
     key += codes[cols]
-    return np.bincount(key, minlength=n_types * n_types).reshape(n_types, n_types).astype(np.float64)
+    if row_group is None:
+        return np.bincount(key, minlength=n_types * n_types).reshape(n_types, n_types).astype(np.float64)
+    key += row_group
+    counts = np.bincount(key, minlength=n_groups * n_types * n_types)
+    return counts.reshape(n_groups, n_types, n_types).astype(np.float64)
 
 
 def _bh(p: np.ndarray) -> np.ndarray:
@@ -285,62 +332,114 @@ def _permute_within(
     return out
 
 
-def _permutation_counts(
+_PERM_CHUNK = 16  # permutations per task: the unit of work of the thread pool, fixed so results ignore n_jobs
+
+
+def _permuted_counts(
+    children: list[np.random.SeedSequence],
     codes: np.ndarray,
     rows: np.ndarray,
     cols: np.ndarray,
     n_types: int,
     fov: np.ndarray | None,
+    order_fov: np.ndarray | None,
+    row_group: np.ndarray | None,
+    n_groups: int,
+) -> np.ndarray:
+    """Join counts of one relabelling per child seed: (len(children), K, K), or (.., G, K, K) with ``row_group``."""
+    return np.stack(
+        [
+            _pair_counts(
+                _permute_within(codes, fov, order_fov, np.random.default_rng(child)),
+                rows,
+                cols,
+                n_types,
+                row_group=row_group,
+                n_groups=n_groups,
+            )
+            for child in children
+        ]
+    )
+
+
+def _permutation_stats(
+    codes: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    n_types: int,
+    strata: np.ndarray | None,
+    row_group: np.ndarray | None,
+    n_groups: int,
+    count: np.ndarray,
+    mean: np.ndarray,
     n_perms: int,
     seed: int | None,
     n_jobs: int,
-) -> np.ndarray:
-    """Join counts (n_perms, K, K) of ``n_perms`` within-FOV relabellings; one child generator per permutation."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Permutation mean, sd and number of permutations at least as extreme as observed, per group.
+
+    Memory is O(G K^2) whatever ``n_perms``: each task of ``_PERM_CHUNK`` permutations reduces its counts to
+    sums of deviations from the exact mean, and the tasks are added in a fixed order (so the result does not
+    depend on ``n_jobs``).
+
+    Parameters
+    ----------
+    count, mean
+        Observed counts and exact null means, (G', K, K) with G' = ``n_groups`` (one group) or ``n_groups + 1``
+        (the last entry is the pooled table, the sum over groups).
+
+    Returns
+    -------
+    perm_mean, perm_sd, n_extreme
+        Arrays shaped like ``count``; ``n_extreme`` counts ``|C_perm - E| >= |C - E|`` (E the exact mean).
+    """
     children = np.random.SeedSequence(seed).spawn(n_perms)
-    order_fov = None if fov is None else np.argsort(fov, kind="stable")
+    order = None if strata is None else np.argsort(strata, kind="stable")
+    threshold = np.abs(count - mean) - 1e-9 * np.maximum(1.0, np.abs(mean))
+    chunks = [children[i : i + _PERM_CHUNK] for i in range(0, n_perms, _PERM_CHUNK)]
 
-    def one(child: np.random.SeedSequence) -> np.ndarray:
-        rng = np.random.default_rng(child)
-        return _pair_counts(_permute_within(codes, fov, order_fov, rng), rows, cols, n_types)
+    def one(chunk: list[np.random.SeedSequence]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = _permuted_counts(chunk, codes, rows, cols, n_types, strata, order, row_group, n_groups)
+        if row_group is None:
+            c = c[:, None]
+        if count.shape[0] > c.shape[1]:
+            c = np.concatenate([c, c.sum(axis=1, keepdims=True)], axis=1)
+        d = c - mean
+        return d.sum(axis=0), (d * d).sum(axis=0), (np.abs(d) >= threshold).sum(axis=0)
 
-    if n_jobs == 1 or n_perms < 2:
-        return np.stack([one(c) for c in children]) if n_perms else np.zeros((0, n_types, n_types))
-    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        return np.stack(list(pool.map(one, children)))
+    if n_jobs == 1 or len(chunks) < 2:
+        parts = [one(c) for c in chunks]
+    else:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            parts = list(pool.map(one, chunks))
+    s1 = np.zeros_like(mean)
+    s2 = np.zeros_like(mean)
+    n_extreme = np.zeros(mean.shape, dtype=np.int64)
+    for p1, p2, p3 in parts:  # fixed order
+        s1 += p1
+        s2 += p2
+        n_extreme += p3
+    m1 = s1 / n_perms
+    return mean + m1, np.sqrt(np.maximum(s2 / n_perms - m1 * m1, 0.0)), n_extreme
 
 
-def _colocalization_arrays(
-    graph: sp.csr_matrix,
-    codes: np.ndarray,
+def _result(
     categories: list[str],
+    count: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    n_cells: np.ndarray,
     *,
-    fov: np.ndarray | None = None,
-    expected: str = "exact",
+    directed: bool,
+    expected: str,
+    perm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     n_perms: int = 0,
-    seed: int | None = 0,
-    n_jobs: int = 1,
 ) -> ColocalizationResult:
-    """Co-localization statistics on arrays: a 0/1 CSR graph without self-loops and label codes 0..K-1."""
+    """Turn counts and exact moments of one table (K, K) into scores, z, p, q (and permutation statistics)."""
     from scipy.special import ndtr
 
     n_types = len(categories)
-    n = codes.size
-    if fov is not None:
-        fov = np.unique(fov, return_inverse=True)[1].astype(np.int64)
-    n_fov = 1 if fov is None or fov.size == 0 else int(fov.max()) + 1
-    rows = np.repeat(np.arange(n, dtype=np.int32 if n < 2**31 - 1 else np.int64), np.diff(graph.indptr))
-    cols = graph.indices
-    codes64 = codes.astype(np.int64)
-    count = _pair_counts(codes64, rows, cols, n_types)
-
-    stats = _graph_stats(graph, fov, n_fov)
-    directed = bool(stats["Srec"].sum() != stats["S0"].sum())
-    fov_index = np.zeros(n, dtype=np.int64) if fov is None else fov
-    per_fov = np.zeros((n_fov, n_types))
-    np.add.at(per_fov, (fov_index, codes64), 1.0)
-    mean, var = _join_count_moments(per_fov, stats)
-
-    n_cells = per_fov.sum(axis=0)
+    n = float(n_cells.sum())
     degenerate = n_cells < _MIN_CELLS
     paper = np.outer(n_cells, n_cells) / n if n else np.zeros((n_types, n_types))
     exp_used = mean if expected == "exact" else paper
@@ -354,13 +453,11 @@ def _colocalization_arrays(
     qval = _pair_qvalues(pval, directed)
 
     perm_z = perm_p = None
-    if n_perms > 0:
-        perms = _permutation_counts(codes64, rows, cols, n_types, fov, n_perms, seed, n_jobs)
+    if perm is not None:
+        perm_mean, perm_sd, n_extreme = perm
         with np.errstate(divide="ignore", invalid="ignore"):
-            sd = perms.std(axis=0)
-            perm_z = np.where(sd > 0, (count - perms.mean(axis=0)) / np.where(sd > 0, sd, 1.0), np.nan)
-        extreme = (np.abs(perms - mean) >= np.abs(count - mean) - 1e-9 * np.maximum(1.0, np.abs(mean))).sum(axis=0)
-        perm_p = (1.0 + extreme) / (1.0 + n_perms)
+            perm_z = np.where(perm_sd > 0, (count - perm_mean) / np.where(perm_sd > 0, perm_sd, 1.0), np.nan)
+        perm_p = (1.0 + n_extreme) / (1.0 + n_perms)
         perm_z[bad] = np.nan
         perm_p[bad] = np.nan
 
@@ -383,9 +480,134 @@ def _colocalization_arrays(
     )
 
 
+def _colocalization_arrays(
+    graph: sp.csr_matrix,
+    codes: np.ndarray,
+    categories: list[str],
+    *,
+    fov: np.ndarray | None = None,
+    sample: np.ndarray | None = None,
+    sample_names: list[str] | None = None,
+    expected: str = "exact",
+    n_perms: int = 0,
+    seed: int | None = 0,
+    n_jobs: int = 1,
+) -> ColocalizationResult:
+    """Co-localization statistics on arrays: a 0/1 CSR graph without self-loops and label codes 0..K-1.
+
+    With ``sample`` (codes 0..S-1 per cell, ``sample_names`` their S names; the graph has no edge between
+    samples) the result also holds one table per sample in ``by_sample``; the null is then stratified by every
+    (FOV, sample) combination, for the per-sample tables and the pooled one alike.
+    """
+    n_types = len(categories)
+    n = codes.size
+    if sample is not None:
+        sample = np.asarray(sample, dtype=np.int64)
+        n_samples = len(sample_names) if sample_names is not None else int(sample.max()) + 1 if n else 1
+        strata = sample if fov is None else np.asarray(fov, dtype=np.int64) * n_samples + sample
+    else:
+        n_samples = 1
+        strata = fov
+    if strata is not None:
+        uniq, strata = np.unique(strata, return_inverse=True)
+        strata = strata.astype(np.int64)
+        n_strata = uniq.size
+        stratum_sample = (uniq % n_samples) if sample is not None else np.zeros(n_strata, dtype=np.int64)
+    else:
+        n_strata = 1
+        stratum_sample = np.zeros(1, dtype=np.int64)
+    if n_strata == 0:  # no cell at all
+        n_strata, strata = 1, None
+        stratum_sample = np.zeros(1, dtype=np.int64)
+
+    rows = np.repeat(np.arange(n, dtype=np.int32 if n < 2**31 - 1 else np.int64), np.diff(graph.indptr))
+    cols = graph.indices
+    codes64 = codes.astype(np.int64)
+    row_group = None if sample is None else sample[rows] * (n_types * n_types)
+    count = _pair_counts(codes64, rows, cols, n_types, row_group=row_group, n_groups=n_samples)
+    if sample is None:
+        count = count[None]  # (1, K, K)
+
+    stats = _graph_stats(graph, strata, n_strata)
+    directed = bool(stats["Srec"].sum() != stats["S0"].sum())
+    per_stratum = np.zeros((n_strata, n_types))
+    np.add.at(per_stratum, (np.zeros(n, dtype=np.int64) if strata is None else strata, codes64), 1.0)
+    mean = np.zeros((n_samples, n_types, n_types))
+    var = np.zeros((n_samples, n_types, n_types))
+    n_cells = np.zeros((n_samples, n_types))
+    for s in range(n_samples):
+        sel = np.flatnonzero(stratum_sample == s)
+        mean[s], var[s] = _join_count_moments(per_stratum[sel], {k: v[sel] for k, v in stats.items()})
+        n_cells[s] = per_stratum[sel].sum(axis=0)
+    if sample is not None:  # append the pooled table: moments add over independent strata
+        count = np.concatenate([count, count.sum(axis=0, keepdims=True)])
+        mean = np.concatenate([mean, mean.sum(axis=0, keepdims=True)])
+        var = np.concatenate([var, var.sum(axis=0, keepdims=True)])
+        n_cells = np.concatenate([n_cells, n_cells.sum(axis=0, keepdims=True)])
+
+    perm = None
+    if n_perms > 0:
+        perm = _permutation_stats(
+            codes64, rows, cols, n_types, strata, row_group, n_samples, count, mean, n_perms, seed, n_jobs
+        )
+
+    def table(g: int) -> ColocalizationResult:
+        return _result(
+            categories,
+            count[g],
+            mean[g],
+            var[g],
+            n_cells[g],
+            directed=directed,
+            expected=expected,
+            perm=None if perm is None else (perm[0][g], perm[1][g], perm[2][g]),
+            n_perms=n_perms,
+        )
+
+    pooled = table(count.shape[0] - 1)
+    if sample is None:
+        return pooled
+    names = sample_names if sample_names is not None else [str(s) for s in range(n_samples)]
+    return replace(pooled, by_sample={str(name): table(s) for s, name in enumerate(names)})
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # container level
 # ----------------------------------------------------------------------------------------------------------------
+def _get_samples(data: AnnData | MuData, sample_key: str) -> tuple[np.ndarray, list[str]]:
+    """Return sample codes (int64, 0..S-1) and names of ``obs[sample_key]`` (category order, unused dropped)."""
+
+    if sample_key not in data.obs.columns:
+        msg = f"sample_key={sample_key!r} is not a column of obs; available: {list(data.obs.columns)[:20]}."
+        raise InputError(msg)
+    col = data.obs[sample_key]
+    if col.isna().any():
+        msg = f"obs[{sample_key!r}] has {int(col.isna().sum())} missing values; every cell needs a sample."
+        raise InputError(msg)
+    cat = col.astype("category").cat.remove_unused_categories()
+    names = [str(c) for c in cat.cat.categories]
+    if POOLED in names:
+        msg = f"obs[{sample_key!r}] has a sample named {POOLED!r}, which marks the pooled rows; rename that sample."
+        raise InputError(msg)
+    if len(set(names)) != len(names):
+        msg = f"obs[{sample_key!r}] has sample names that are equal as text (e.g. 1 and '1'); make them distinct."
+        raise InputError(msg)
+    return cat.cat.codes.to_numpy().astype(np.int64), names
+
+
+def _check_no_cross_edges(graph: sp.csr_matrix, groups: np.ndarray, key: str, graph_key: str, what: str) -> None:
+    """Raise when the graph joins cells of different groups (FOVs or samples)."""
+    rows = np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr))
+    n_cross = int(np.count_nonzero(groups[rows] != groups[graph.indices]))
+    if n_cross:
+        msg = (
+            f"obsp[{graph_key!r}] has {n_cross} edges between cells of different {what} (obs[{key!r}]); "
+            f"rebuild it with smo.spatial.spatial_neighbors(data, fov_key={key!r}) "
+            f"{'or pass fov_key=None for one global null' if what == 'FOVs' else 'so that samples are never joined'}."
+        )
+        raise InputError(msg)
+
+
 def colocalization(
     data: AnnData | MuData,
     *,
@@ -396,6 +618,7 @@ def colocalization(
     seed: int | None = 0,
     n_jobs: int = 1,
     fov_key: str | None = Keys.FOV,
+    sample_key: str | None = None,
     inplace: bool = True,
 ) -> ColocalizationResult | None:
     """Cell-type co-localization: observed join counts vs their exact expectation under random relabelling.
@@ -427,6 +650,12 @@ def colocalization(
     fov_key
         Column of ``obs`` with the FOV of each cell; when it exists, labels are permuted within each FOV and the
         graph must not join cells of different FOVs.
+    sample_key
+        Column of ``obs`` with the sample (patient, section, condition replicate; may equal ``fov_key``). When
+        given, one table per sample is computed besides the pooled one, labels are permuted within each
+        (FOV, sample) combination and the graph must not join cells of different samples. Each sample's table
+        uses only its own cells and edges, so the tables of different samples can be compared; the pooled table
+        adds counts, means and variances over samples (a stratified test across samples).
     inplace
         True: store in ``uns`` and return None. False: return a :class:`ColocalizationResult`.
 
@@ -436,7 +665,10 @@ def colocalization(
     with (K, K) float64 arrays ``'zscore'``, ``'count'`` (squidpy's schema), ``'expected'``, ``'expected_exact'``,
     ``'expected_paper'``, ``'variance'``, ``'score'``, ``'pvalue'``, ``'qvalue'`` (and ``'perm_zscore'``,
     ``'perm_pvalue'`` when ``n_perms > 0``), ``'categories'`` (K names), ``'degenerate'`` (bool (K,): fewer than
-    2 cells; NaN statistics), ``'n_cells'``, ``'directed'`` and ``'params'``.
+    2 cells; NaN statistics), ``'n_cells'``, ``'directed'`` and ``'params'``. With ``sample_key`` these are the
+    pooled statistics and ``'by_sample'`` holds ``'sample_key'``, ``'samples'`` (S names) and the same arrays
+    stacked per sample, (S, K, K) (``'degenerate'`` and ``'n_cells'``: (S, K)); read them as one long table
+    with :func:`colocalization_table` ``(data, by_sample=True)``.
 
     Examples
     --------
@@ -454,6 +686,7 @@ def colocalization(
     n_perms = check_positive_int(n_perms, name="n_perms", minimum=0)
     n_jobs = check_positive_int(n_jobs, name="n_jobs")
     codes, categories = _get_labels(data, label_key)
+    samples, sample_names = (None, None) if sample_key is None else _get_samples(data, sample_key)
     graph = _binary_graph(_get_graph(data, graph_key))
     fov = _get_fov(data, fov_key)
 
@@ -463,18 +696,23 @@ def colocalization(
         graph = graph[labelled][:, labelled].tocsr()
         codes = codes[labelled]
         fov = None if fov is None else fov[labelled]
+        samples = None if samples is None else samples[labelled]
     if fov is not None:
-        rows = np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr))
-        n_cross = int(np.count_nonzero(fov[rows] != fov[graph.indices]))
-        if n_cross:
-            msg = (
-                f"obsp[{graph_key!r}] has {n_cross} edges between cells of different FOVs (obs[{fov_key!r}]); "
-                "rebuild it with smo.spatial.spatial_neighbors(data) or pass fov_key=None for one global null."
-            )
-            raise InputError(msg)
+        _check_no_cross_edges(graph, fov, str(fov_key), graph_key, "FOVs")
+    if samples is not None and sample_key != fov_key:
+        _check_no_cross_edges(graph, samples, str(sample_key), graph_key, "samples")
 
     result = _colocalization_arrays(
-        graph, codes, categories, fov=fov, expected=expected, n_perms=n_perms, seed=seed, n_jobs=n_jobs
+        graph,
+        codes,
+        categories,
+        fov=fov,
+        sample=samples,
+        sample_names=sample_names,
+        expected=expected,
+        n_perms=n_perms,
+        seed=seed,
+        n_jobs=n_jobs,
     )
     params = {
         "label_key": label_key,
@@ -483,9 +721,13 @@ def colocalization(
         "n_perms": n_perms,
         "seed": seed,
         "fov_key": fov_key if fov is not None else None,
+        "sample_key": sample_key,
         "version": _package_version(),
     }
-    result = replace(result, params=params)
+    by_sample = result.by_sample
+    if by_sample is not None:
+        by_sample = {name: replace(r, params=params) for name, r in by_sample.items()}
+    result = replace(result, params=params, by_sample=by_sample)
     n_degenerate = int(result.degenerate.sum())
     if n_degenerate:
         names = [c for c, d in zip(result.categories, result.degenerate, strict=True) if d]
@@ -496,39 +738,17 @@ def colocalization(
     return None
 
 
-def colocalization_table(data: AnnData | MuData, *, label_key: str = Keys.CELL_TYPE) -> pd.DataFrame:
-    """Return the stored co-localization result as one row per ordered pair of types.
-
-    Parameters
-    ----------
-    data
-        Container on which :func:`colocalization` was run.
-    label_key
-        The ``label_key`` it was run with.
-
-    Returns
-    -------
-    DataFrame with K^2 rows in category order (a outer, b inner) and columns ``cell_type_pair`` (``"A|B"``),
-    ``jones_scornecchi_score``, ``cell_type_a``, ``cell_type_b``, ``observed``, ``expected``, ``z_score``,
-    ``p_value``, ``q_value``, ``expected_paper`` (and ``perm_z_score``, ``perm_p_value`` when permutations ran).
-    """
+def _long_table(res: dict[str, Any], cats: list[str], index: int | None = None) -> pd.DataFrame:
+    """One row per ordered pair from stored (K, K) arrays, or from entry ``index`` of stacked (S, K, K) ones."""
     import pandas as pd
 
-    key = Keys.nhood(label_key)
-    res = data.uns.get(key)
-    if not isinstance(res, dict) or "count" not in res or "score" not in res:
-        msg = (
-            f"No co-localization result in uns[{key!r}]; "
-            f"run smo.spatial.colocalization(data, label_key={label_key!r}) first."
-        )
-        raise InputError(msg)
-    cats = [str(c) for c in res["categories"]]
     n_types = len(cats)
     a = np.repeat(np.arange(n_types), n_types)
     b = np.tile(np.arange(n_types), n_types)
 
     def flat(name: str) -> np.ndarray:
-        return np.asarray(res[name], dtype=np.float64).ravel()
+        arr = np.asarray(res[name], dtype=np.float64)
+        return (arr if index is None else arr[index]).ravel()
 
     names = np.asarray(cats, dtype=object)
     table = pd.DataFrame(
@@ -549,3 +769,63 @@ def colocalization_table(data: AnnData | MuData, *, label_key: str = Keys.CELL_T
         table["perm_z_score"] = flat("perm_zscore")
         table["perm_p_value"] = flat("perm_pvalue")
     return table
+
+
+def colocalization_table(
+    data: AnnData | MuData, *, label_key: str = Keys.CELL_TYPE, by_sample: bool = False
+) -> pd.DataFrame:
+    """Return the stored co-localization result as one row per ordered pair of types.
+
+    Parameters
+    ----------
+    data
+        Container on which :func:`colocalization` was run.
+    label_key
+        The ``label_key`` it was run with.
+    by_sample
+        Return the per-sample tables and the pooled one, stacked (needs :func:`colocalization` run with a
+        ``sample_key``).
+
+    Returns
+    -------
+    DataFrame with K^2 rows in category order (a outer, b inner) and columns ``cell_type_pair`` (``"A|B"``),
+    ``jones_scornecchi_score``, ``cell_type_a``, ``cell_type_b``, ``observed``, ``expected``, ``z_score``,
+    ``p_value``, ``q_value``, ``expected_paper`` (and ``perm_z_score``, ``perm_p_value`` when permutations ran).
+    With ``by_sample=True``: a first column ``sample`` and K^2 rows per sample in sample order, then K^2 rows
+    with ``sample == "pooled"``, and two more columns ``n_cells_a``, ``n_cells_b`` (cells of each type in that
+    sample). q-values are computed within each sample's table.
+    """
+    import pandas as pd
+
+    key = Keys.nhood(label_key)
+    res = data.uns.get(key)
+    if not isinstance(res, dict) or "count" not in res or "score" not in res:
+        msg = (
+            f"No co-localization result in uns[{key!r}]; "
+            f"run smo.spatial.colocalization(data, label_key={label_key!r}) first."
+        )
+        raise InputError(msg)
+    cats = [str(c) for c in res["categories"]]
+    if not by_sample:
+        return _long_table(res, cats)
+    by = res.get("by_sample")
+    if not isinstance(by, dict) or "samples" not in by:
+        msg = (
+            f"uns[{key!r}] has no per-sample tables; "
+            f"run smo.spatial.colocalization(data, label_key={label_key!r}, sample_key=...) first."
+        )
+        raise InputError(msg)
+    samples = [str(s) for s in by["samples"]]
+    n_types = len(cats)
+    a = np.repeat(np.arange(n_types), n_types)
+    b = np.tile(np.arange(n_types), n_types)
+    parts = []
+    for s, name in enumerate([*samples, POOLED]):
+        src, idx = (by, s) if s < len(samples) else (res, None)  # the last part is the pooled table
+        part = _long_table(src, cats, idx)
+        n_cells = np.asarray(src["n_cells"] if idx is None else src["n_cells"][idx])
+        part.insert(0, "sample", name)
+        part["n_cells_a"] = n_cells[a].astype(np.int64)
+        part["n_cells_b"] = n_cells[b].astype(np.int64)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
