@@ -1,0 +1,18 @@
+"""Cell-type annotation: name the joint-NMF factors from marker genes and proteins, and type every cell."""
+
+from __future__ import annotations
+
+from spatialmultiomics.annotate._assign import AnnotationResult, annotate
+from spatialmultiomics.annotate._markers import MarkerSet, load_markers
+from spatialmultiomics.annotate._reference import builtin_markers
+from spatialmultiomics.annotate._score import FactorScores, paper_factor_scores
+
+__all__ = [
+    "AnnotationResult",
+    "FactorScores",
+    "MarkerSet",
+    "annotate",
+    "builtin_markers",
+    "load_markers",
+    "paper_factor_scores",
+]

@@ -1,0 +1,504 @@
+"""annotate: name the joint-NMF factors and give every cell a type, on a MuData.
+
+Methods (``method=``):
+
+``'auto'`` (default)
+    1. Every factor is scored against every type by marker enrichment over **all** its loadings
+       (:func:`~spatialmultiomics.annotate._score.factor_marker_enrichment`); a factor is named after its best
+       type when the enrichment is at least 0.1, several factors may name one type, and factors that enrich no
+       type's markers (housekeeping, cycling, interferon ...) stay unnamed.
+    2. Per-cell marker evidence is computed twice: from the observed profiles (``layers['preprocessed']``, or a
+       default transform of ``X``) and from the profiles reconstructed by the named factors only
+       (``W_named @ H``, which denoises and borrows strength across modalities). Each marker column is scaled
+       to [0, 1] between its 1st and 99th percentiles; a type's score is the mean over its markers, averaged over
+       modalities with the modality weights; the two scores are averaged.
+    3. Each cell takes its best-scoring type. Scores are rescaled per type so that 0 is the type's background
+       (median among the other cells) and 1 a typical member (median among the cells called that type); a cell
+       is ``Unknown`` when this evidence is below ``unknown_threshold`` (0.4) or its score is less than 3 robust
+       SDs above the background: cells of types missing from the reference. The confidence is the cell's
+       evidence (capped at 1) minus the runner-up type's evidence, clipped to [0, 1].
+
+``'paper'``
+    The seed's rule, exactly: factors named by top-feature overlap
+    (:func:`~spatialmultiomics.annotate._score.paper_factor_scores`), each cell takes the type of its dominant
+    factor, confidence = that factor's share of the cell's loadings.
+
+``'factors'``
+    Step 1 of ``'auto'``, then each cell takes the type whose named factors carry most of its loadings
+    (confidence = that share among named factors).
+
+``'markers'``
+    Per-cell marker evidence on the observed profiles only (no factorization needed), with the calls of step 3.
+
+Measured with :func:`~spatialmultiomics.factorize.joint_nmf` (defaults) on the built-in data and their own markers:
+
+- ``paper_benchmark``, 20 seeds, k = 4: accuracy >= 0.99 on every seed for 'paper' (mean 0.997) and for 'auto'
+  (mean 0.997; ~0.3 % of the cells are called Unknown).
+- ``synthetic_tissue`` (5000 cells, 12 types, 5 of them at 2.5-3 %), seeds 0-2: 'auto' macro-F1 0.978-0.986 at
+  k = 12 (= number of types) and 0.975-0.986 at k = 24, every type predicted (lowest per-type F1: Tregs
+  0.85-0.93, confused with CD4 T cells); 'paper' 0.71-0.81 at k = 12 (Tregs and dendritic cells never
+  predicted) and 0.82-0.94 at k = 24; 'factors' 0.70-0.81 / 0.91-0.96; 'markers' 0.979-0.983. With gene markers
+  only, averaging in the reconstruction lifts per-cell scoring from 0.88-0.90 to 0.96-0.99 (k = 12-24); with
+  protein markers only from 0.92 to 0.93-0.94.
+- Types removed from the marker set: at k = 24 their cells are called Unknown (NK + plasma cells 98-99 %,
+  B cells 99 %, endothelial 95 %, DCs + neutrophils 85 %) while < 0.1 % of the other cells are; at k = 12 less
+  often (77-99 %, 45-52 %, 95 %, 30-58 %). A removed type with a close relative in the set takes the relative's
+  name (Tregs -> CD4 T cells).
+- Confidence: fraction correct among cells with confidence >= 0 / 0.2 / 0.4 / 0.6 is 0.987-0.992 / 0.996-0.999 /
+  1.000 / 1.000 (cells kept: 100 / 86-95 / 70-82 / 48-58 %).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from spatialmultiomics._errors import InputError
+from spatialmultiomics._keys import Keys
+from spatialmultiomics._log import logger
+from spatialmultiomics._validate import check_in_range, check_option
+from spatialmultiomics.annotate._markers import MarkerSet, load_markers, match_markers
+from spatialmultiomics.annotate._score import (
+    DEFAULT_N_TOP,
+    DEFAULT_WEIGHTS,
+    UNKNOWN,
+    call_types,
+    cell_marker_scores,
+    factor_marker_enrichment,
+    paper_factor_scores,
+    resolve_weights,
+    scale_columns,
+    top_features,
+)
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from mudata import MuData
+
+__all__ = ["METHODS", "AnnotationResult", "annotate"]
+
+METHODS = ("auto", "paper", "factors", "markers")
+#: minimum marker enrichment for a factor to be named (methods 'auto' and 'factors')
+ENRICHMENT_THRESHOLD = 0.1
+#: a type is used by 'auto'/'factors'/'markers' only if at least this fraction of its markers (in the modalities
+#: of the data) is found among the features; types of a broad reference that the panel cannot see are dropped
+MIN_MARKER_FRACTION = 1.0 / 3.0
+_ARCSINH_COFACTOR = 5.0
+
+
+@dataclass(frozen=True, eq=False)
+class AnnotationResult:
+    """Result of :func:`annotate` with ``inplace=False``.
+
+    Attributes
+    ----------
+    cell_type
+        Categorical Series indexed by ``obs_names``: the type of each cell, or ``'Unknown'``.
+    confidence
+        float32 array (n_cells,) in [0, 1].
+    factor
+        int64 array (n_cells,): index of each cell's dominant factor (-1 without factors or loadings).
+    factor_table
+        One row per factor: ``factor``, ``cell_type``, ``score``, ``paper_cell_type``, ``paper_score``,
+        ``n_cells`` (cells whose dominant factor it is), ``top_genes``, ``top_proteins`` (comma-separated).
+    cell_scores
+        Per-cell, per-type scores used for the call (n_cells x n_types DataFrame): normalised marker evidence
+        for 'auto' and 'markers', loading shares for 'paper' and 'factors'.
+    params
+        The arguments used, the types used and dropped, the package version.
+    """
+
+    cell_type: pd.Series
+    confidence: np.ndarray
+    factor: np.ndarray
+    factor_table: pd.DataFrame
+    cell_scores: pd.DataFrame
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spatialmultiomics")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _modality_kind(mdata: MuData, name: str) -> str:
+    """``'counts'`` for sequencing modalities, ``'intensity'`` for the rest (same rule as ``smo.pp``)."""
+    prov = mdata.mod[name].uns.get(Keys.PROVENANCE, {})
+    kind = prov.get("kind") if isinstance(prov, Mapping) else None
+    if kind in ("counts", "intensity"):
+        return str(kind)
+    return "counts" if name == Keys.RNA else "intensity"
+
+
+def _get_factors(mdata: MuData, *, required: bool) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """Cell loadings ``W`` (n_obs, k) and ``{mod: H_mod.T}`` from the conventional slots."""
+    if Keys.NMF not in mdata.obsm:
+        if required:
+            msg = (
+                f"mdata.obsm[{Keys.NMF!r}] (cell loadings) is missing; run smo.factorize.joint_nmf(mdata) first, "
+                "or use method='markers'."
+            )
+            raise InputError(msg)
+        return None, {}
+    W = np.asarray(mdata.obsm[Keys.NMF], dtype=np.float64)
+    if W.ndim != 2 or W.shape[0] != mdata.n_obs:
+        msg = f"mdata.obsm[{Keys.NMF!r}] must have shape (n_obs={mdata.n_obs}, k), got {W.shape}."
+        raise InputError(msg)
+    if not np.all(np.isfinite(W)) or (W.size and W.min() < 0):
+        msg = f"mdata.obsm[{Keys.NMF!r}] must be finite and non-negative (NMF cell loadings)."
+        raise InputError(msg)
+    loadings: dict[str, np.ndarray] = {}
+    for name, adata in mdata.mod.items():
+        if Keys.NMF_LOADINGS in adata.varm:
+            L = np.asarray(adata.varm[Keys.NMF_LOADINGS], dtype=np.float64)
+            if L.ndim != 2 or L.shape != (adata.n_vars, W.shape[1]):
+                msg = (
+                    f"mdata[{name!r}].varm[{Keys.NMF_LOADINGS!r}] must have shape (n_vars={adata.n_vars}, "
+                    f"k={W.shape[1]}), got {L.shape}."
+                )
+                raise InputError(msg)
+            loadings[name] = np.nan_to_num(L, nan=0.0)
+    if required and not loadings:
+        msg = (
+            f"no modality has varm[{Keys.NMF_LOADINGS!r}] (feature loadings); run smo.factorize.joint_nmf(mdata) first."
+        )
+        raise InputError(msg)
+    return W, loadings
+
+
+def _rows_aligned(mdata: MuData, name: str) -> AnnData:
+    adata = mdata.mod[name]
+    if not adata.obs_names.equals(mdata.obs_names):
+        msg = (
+            f"modality {name!r} does not have the same cells in the same order as the MuData; align the "
+            "modalities first (smo.align)."
+        )
+        raise InputError(msg)
+    return adata
+
+
+def _observed_columns(mdata: MuData, name: str, cols: np.ndarray) -> np.ndarray:
+    """Observed values of the features ``cols`` of modality ``name``, (n_obs, len(cols)) float32.
+
+    ``layers['preprocessed']`` when present; otherwise counts are scaled to 1e4 per cell and log1p-transformed,
+    intensities arcsinh-transformed (cofactor 5).
+    """
+    adata = _rows_aligned(mdata, name)
+    if Keys.PREPROCESSED in adata.layers:
+        X = adata.layers[Keys.PREPROCESSED]
+        sub = X[:, cols]
+        return np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float32)
+    X = adata.X
+    sub = X[:, cols]
+    sub = np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float32)
+    if _modality_kind(mdata, name) == "counts":
+        lib = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+        scale = np.divide(1e4, lib, out=np.zeros_like(lib), where=lib > 0).astype(np.float32)
+        return np.log1p(np.maximum(sub, 0) * scale[:, None])
+    return np.arcsinh(np.maximum(sub, 0) / np.float32(_ARCSINH_COFACTOR))
+
+
+def _select_types(
+    marker_set: MarkerSet, index: dict[str, dict[str, np.ndarray]], mods: list[str]
+) -> tuple[list[str], list[str]]:
+    """Types with enough of their markers found in the data, and the dropped ones."""
+    kept, dropped = [], []
+    for t in marker_set.types:
+        listed = sum(len(marker_set.get(t, m)) for m in mods)
+        found = sum(index[t][m].size for m in mods)
+        if found > 0 and found >= max(1, math.ceil(MIN_MARKER_FRACTION * listed)):
+            kept.append(t)
+        else:
+            dropped.append(t)
+    return kept, dropped
+
+
+def _marker_columns(
+    index: dict[str, dict[str, np.ndarray]], types: list[str], mods: list[str]
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    """Union of marker features per modality, and each type's columns into that union."""
+    cols = {}
+    for m in mods:
+        parts = [index[t][m] for t in types if index[t][m].size]
+        cols[m] = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+    pos = {m: {int(j): i for i, j in enumerate(cols[m])} for m in mods}
+    columns = {t: {m: np.array([pos[m][int(j)] for j in index[t][m]], dtype=np.int64) for m in mods} for t in types}
+    return cols, columns
+
+
+def _factor_names(enrichment: np.ndarray, types: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Label (or Unknown), best type index and score of each factor from its enrichment row."""
+    k = enrichment.shape[0]
+    if enrichment.size == 0:
+        return [UNKNOWN] * k, np.full(k, -1), np.zeros(k)
+    best = enrichment.argmax(axis=1)
+    score = enrichment[np.arange(k), best]
+    named = score >= ENRICHMENT_THRESHOLD
+    labels = [types[int(b)] if ok else UNKNOWN for b, ok in zip(best, named, strict=True)]
+    return labels, np.where(named, best, -1), score
+
+
+def _dominant(W: np.ndarray) -> np.ndarray:
+    """Dominant factor of each cell (first on ties), -1 for cells whose loadings are all zero."""
+    dom = W.argmax(axis=1).astype(np.int64)
+    dom[W.sum(axis=1) <= 0] = -1
+    return dom
+
+
+def _factor_table(
+    W: np.ndarray | None,
+    loadings: dict[str, np.ndarray],
+    feature_names: dict[str, list[str]],
+    labels: list[str],
+    scores: np.ndarray,
+    paper: Any,
+    n_top: dict[str, int],
+) -> pd.DataFrame:
+    if W is None:
+        return pd.DataFrame(columns=["factor", "cell_type", "score", "n_cells"])
+    k = W.shape[1]
+    dom = _dominant(W)
+    table: dict[str, Any] = {
+        "factor": np.arange(k),
+        "cell_type": labels,
+        "score": np.round(np.asarray(scores, dtype=np.float64), 6),
+        "paper_cell_type": paper.labels,
+        "paper_score": np.round(paper.best_scores, 6),
+        "n_cells": np.bincount(dom[dom >= 0], minlength=k),
+    }
+    for m, L in loadings.items():
+        key = {Keys.RNA: "top_genes", Keys.PROTEIN: "top_proteins"}.get(m, f"top_{m}")
+        top = top_features(L, n_top.get(m, DEFAULT_N_TOP.get(m, 10)))
+        table[key] = [", ".join(feature_names[m][j] for j in t) for t in top]
+    return pd.DataFrame(table)
+
+
+def _calls_from_factors(
+    W: np.ndarray, factor_labels: list[str], *, paper: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Cell calls from named factors: the dominant factor's label ('paper') or the type with most loading.
+
+    Returns calls (object array), confidence, per-type loading shares (n_cells, n_types) and the types.
+    """
+    n = W.shape[0]
+    types = [t for t in dict.fromkeys(factor_labels) if t != UNKNOWN]
+    shares = np.zeros((n, len(types)))
+    for f, lab in enumerate(factor_labels):
+        if lab != UNKNOWN:
+            shares[:, types.index(lab)] += W[:, f]
+    total = W.sum(axis=1)
+    frac = np.divide(shares, total[:, None], out=np.zeros_like(shares), where=total[:, None] > 0)
+    if paper:
+        dom = _dominant(W)
+        calls = np.array([*factor_labels, UNKNOWN], dtype=object)[dom]  # dom == -1 picks the trailing Unknown
+        conf = np.divide(W[np.arange(n), np.maximum(dom, 0)], total, out=np.zeros(n), where=total > 0)
+        return calls, conf, frac, types
+    named_total = shares.sum(axis=1)
+    ok = named_total > 0
+    best = shares.argmax(axis=1) if types else np.zeros(n, dtype=np.int64)
+    calls = np.array([*types, UNKNOWN], dtype=object)[np.where(ok, best, len(types))]
+    top = shares[np.arange(n), best] if types else np.zeros(n)
+    conf = np.divide(top, named_total, out=np.zeros(n), where=ok)
+    return calls, conf, frac, types
+
+
+def _marker_scores(
+    mdata: MuData,
+    index: dict[str, dict[str, np.ndarray]],
+    types: list[str],
+    mods: list[str],
+    weights: Mapping[str, float] | None,
+    W_named: np.ndarray | None,
+    loadings: dict[str, np.ndarray],
+) -> np.ndarray:
+    """Per-cell marker scores (n_cells, n_types): observed profiles, averaged with the named-factor reconstruction."""
+    w_mod = resolve_weights(mods, weights, DEFAULT_WEIGHTS, name="weights")
+    cols, columns = _marker_columns(index, types, mods)
+    use = [m for m in mods if cols[m].size]
+    observed = {m: scale_columns(_observed_columns(mdata, m, cols[m])) for m in use}
+    S = cell_marker_scores(observed, columns, weights={m: w_mod[m] for m in use})
+    rec_mods = [m for m in use if m in loadings] if W_named is not None else []
+    if rec_mods:
+        recon = {m: scale_columns(W_named @ loadings[m][cols[m], :].T) for m in rec_mods}
+        S_rec = cell_marker_scores(
+            recon, {t: {m: columns[t][m] for m in rec_mods} for t in types}, weights={m: w_mod[m] for m in rec_mods}
+        )
+        S = 0.5 * (S + S_rec)
+    return S
+
+
+def annotate(
+    mdata: MuData,
+    *,
+    markers: MarkerSet | Mapping[str, Any] | str | None = None,
+    method: str = "auto",
+    n_top: Mapping[str, int] | None = None,
+    weights: Mapping[str, float] | None = None,
+    unknown_threshold: float = 0.4,
+    inplace: bool = True,
+) -> AnnotationResult | None:
+    """Name the NMF factors after cell types and give every cell a type and a confidence.
+
+    Parameters
+    ----------
+    mdata
+        MuData with ``obsm['X_nmf']`` (cell loadings W, n_obs x k) and ``varm['nmf_loadings']`` (H_b.T) in its
+        modalities, as written by :func:`spatialmultiomics.factorize.joint_nmf` (not needed for
+        ``method='markers'``), and all modalities on the same cells.
+    markers
+        Marker reference: None (built-in ``'immune_tme'``), a reference name, a :class:`MarkerSet`, a dict
+        ``{type: {"genes": [...], "proteins": [...]}}`` or a JSON / YAML / CSV file.
+    method
+        ``'auto'`` (default: factor enrichment + per-cell marker evidence, see the module notes), ``'paper'``
+        (the seed's rule exactly), ``'factors'`` or ``'markers'``.
+    n_top
+        ``{mod: n}`` top features per factor for the seed's rule and the factor table; default
+        ``{'rna': 10, 'protein': 5}``.
+    weights
+        ``{mod: weight}`` of each modality in the scores; default ``{'rna': 1.0, 'protein': 1.5}``.
+    unknown_threshold
+        Methods 'auto' and 'markers': a cell is ``'Unknown'`` when its rescaled marker evidence for its best type
+        (0 = the type's background, 1 = a typical member) is below this, or when its score is less than 3 robust
+        SDs above the type's background. 0 turns Unknown calls off.
+    inplace
+        True: write the result into ``mdata`` and return None; False: return an :class:`AnnotationResult`.
+
+    Returns
+    -------
+    None with ``inplace=True``, after writing
+
+    - ``mdata.obs['cell_type']``: categorical type per cell (``'Unknown'`` allowed);
+    - ``mdata.obs['cell_type_confidence']``: float in [0, 1];
+    - ``mdata.obs['nmf_factor']``: dominant factor of each cell (-1 when none);
+    - ``mdata.uns['nmf']['annotation']`` (``uns['annotation']`` when ``uns['nmf']`` is absent): the factor
+      table as a dict of lists plus ``'params'``.
+
+    An :class:`AnnotationResult` with ``inplace=False``.
+
+    Examples
+    --------
+    >>> import spatialmultiomics as smo
+    >>> mdata = smo.datasets.paper_benchmark(seed=0)
+    >>> smo.pp.preprocess(mdata)
+    >>> smo.factorize.joint_nmf(mdata, n_components=4)
+    >>> smo.annotate.annotate(mdata, markers=mdata.uns["markers"])
+    >>> called, truth = mdata.obs["cell_type"].astype(str), mdata.obs["true_cell_type"].astype(str)
+    >>> bool((called == truth).mean() > 0.95)
+    True
+    """
+    method = check_option(method, METHODS, name="method")
+    unknown_threshold = check_in_range(unknown_threshold, name="unknown_threshold", low=0.0, high=10.0)
+    W, loadings = _get_factors(mdata, required=method != "markers")
+    marker_set = load_markers(markers, extra_modalities=list(mdata.mod))
+    feature_names = {m: [str(v) for v in mdata.mod[m].var_names] for m in mdata.mod}
+    data_mods = [m for m in mdata.mod if m in marker_set.modalities]
+    if not data_mods:
+        msg = (
+            f"markers ({marker_set.name}) name modalities {marker_set.modalities}, none of which is in the data "
+            f"({list(mdata.mod)})."
+        )
+        raise InputError(msg)
+    index = match_markers(marker_set, {m: feature_names[m] for m in data_mods})
+    if not any(index[t][m].size for t in marker_set.types for m in data_mods):
+        msg = f"no marker of {marker_set.name} matches a feature of the data (modalities {data_mods})."
+        raise InputError(msg)
+    top_n = resolve_weights(list(loadings), n_top, DEFAULT_N_TOP, name="n_top")
+    weights_used = resolve_weights(data_mods, weights, DEFAULT_WEIGHTS, name="weights")
+
+    if method == "paper":
+        types, dropped = list(marker_set.types), []
+    else:
+        types, dropped = _select_types(marker_set, index, data_mods)
+        if dropped:
+            logger.info("annotate: types with too few markers in the data are not used: %s", dropped)
+    sub_index = {t: index[t] for t in types}
+
+    # 1. factor names
+    paper = None
+    factor_labels: list[str] = []
+    factor_scores = np.zeros(0)
+    if W is not None:
+        mods_l = [m for m in loadings if m in data_mods]
+        paper = paper_factor_scores(
+            {m: loadings[m] for m in mods_l} or loadings, feature_names, marker_set, n_top=n_top, weights=weights
+        )
+        if method == "paper":
+            factor_labels, factor_scores = list(paper.labels), paper.best_scores
+        else:
+            E = (
+                factor_marker_enrichment(
+                    {m: loadings[m] for m in mods_l}, sub_index, factor_mass=W.sum(axis=0), weights=weights
+                )
+                if mods_l
+                else np.zeros((W.shape[1], len(types)))
+            )
+            factor_labels, _, factor_scores = _factor_names(E, types)
+    dom = _dominant(W) if W is not None else np.full(mdata.n_obs, -1, dtype=np.int64)
+
+    # 2. cell calls
+    if method in ("paper", "factors"):
+        calls, conf, cell_scores, score_types = _calls_from_factors(W, factor_labels, paper=method == "paper")
+    else:
+        W_named = None
+        if method == "auto":
+            named = np.array([lab != UNKNOWN for lab in factor_labels], dtype=bool)
+            W_named = W * named[None, :] if named.any() else W
+        S = _marker_scores(mdata, sub_index, types, data_mods, weights, W_named, loadings)
+        codes, conf, cell_scores = call_types(S, unknown_threshold=unknown_threshold)
+        calls = np.array([*types, UNKNOWN], dtype=object)[np.where(codes >= 0, codes, len(types))]
+        score_types = types
+
+    called = set(calls.tolist())
+    present = [t for t in score_types if t in called] + ([UNKNOWN] if UNKNOWN in called else [])
+    cell_type = pd.Series(pd.Categorical(calls, categories=present), index=mdata.obs_names, name=Keys.CELL_TYPE)
+    confidence = np.clip(np.asarray(conf, dtype=np.float32), 0.0, 1.0)
+    params = {
+        "method": method,
+        "markers": marker_set.name,
+        "types_used": list(score_types),
+        "types_dropped": dropped,
+        "n_top": {m: int(v) for m, v in top_n.items()},
+        "weights": weights_used,
+        "unknown_threshold": unknown_threshold,
+        "enrichment_threshold": ENRICHMENT_THRESHOLD,
+        "version": _version(),
+    }
+    table = _factor_table(W, loadings, feature_names, factor_labels, factor_scores, paper, top_n)
+    result = AnnotationResult(
+        cell_type=cell_type,
+        confidence=confidence,
+        factor=dom,
+        factor_table=table,
+        cell_scores=pd.DataFrame(cell_scores, index=mdata.obs_names, columns=score_types),
+        params=params,
+    )
+    if not inplace:
+        return result
+    mdata.obs[Keys.CELL_TYPE] = cell_type.values
+    mdata.obs[Keys.CELL_TYPE_CONFIDENCE] = confidence
+    mdata.obs[Keys.FACTOR] = dom
+    stored: dict[str, Any] = {col: table[col].tolist() for col in table.columns}
+    stored["params"] = params
+    if isinstance(mdata.uns.get(Keys.NMF_UNS), Mapping):
+        mdata.uns[Keys.NMF_UNS]["annotation"] = stored
+    else:
+        mdata.uns["annotation"] = stored
+    logger.info(
+        "annotate (%s): %d cells, %d types, %d Unknown; factors named %s",
+        method,
+        mdata.n_obs,
+        len(present) - (UNKNOWN in called),
+        int((calls == UNKNOWN).sum()),
+        factor_labels,
+    )
+    return None

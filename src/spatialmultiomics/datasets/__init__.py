@@ -1,0 +1,9 @@
+"""Built-in data with known truth: the seed paper's benchmark and a realistic synthetic tumour section."""
+
+from __future__ import annotations
+
+from spatialmultiomics.datasets._paper import paper_benchmark
+from spatialmultiomics.datasets._tables import write_tables
+from spatialmultiomics.datasets._tissue import synthetic_tissue
+
+__all__ = ["paper_benchmark", "synthetic_tissue", "write_tables"]
