@@ -242,14 +242,10 @@ def test_exact_score_averages_zero_under_relabelling_and_paper_score_is_positive
     assert np.all(paper.score > 5)  # n_a n_b / n ignores the ~25 edges per cell
     np.testing.assert_array_equal(paper.zscore, exact.zscore)  # z always uses the exact null
     children = np.random.SeedSequence(0).spawn(2000)
-    perms = _permuted_counts(children, codes.astype(np.int64), *_edges(graph), 3, None, None, None, 1)
+    perms = _permuted_counts(children, codes.astype(np.int64), graph.indptr, graph.indices, 3, None, None, None, 1)
     scores = (perms - exact.expected) / exact.expected
     se = scores.std(axis=0) / np.sqrt(len(scores))
     assert np.all(np.abs(scores.mean(axis=0)) < 5 * se)
-
-
-def _edges(graph):
-    return np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr)), graph.indices
 
 
 def test_permutation_zscores_agree_with_exact_and_are_seeded():
@@ -513,3 +509,23 @@ def test_by_sample_errors():
     adata.obs["half"] = np.where(adata.obsm["spatial"][:, 1] < 100, "a", "b")
     with pytest.raises(InputError, match="edges between cells of different samples"):
         colocalization(adata, sample_key="half", fov_key=None)
+
+
+def test_small_edge_blocks_give_the_same_graph_counts_and_moments(monkeypatch):
+    import spatialmultiomics.spatial._graph as graph_module
+
+    adata = _two_samples(seed=5)
+    results, graphs = [], []
+    for chunk in (1 << 22, 5):  # one block, then many blocks (rows are never split)
+        monkeypatch.setattr(graph_module, "_EDGE_CHUNK", chunk)
+        for method in ("radius", "knn"):
+            spatial_neighbors(adata, method=method, radius=30.0, n_neighbors=4)
+            graphs.append(adata.obsp["spatial_distances"].copy())
+            results.append(colocalization(adata, sample_key="patient", n_perms=20, inplace=False))
+    for a, b in zip(graphs[:2], graphs[2:], strict=True):
+        assert (a != b).nnz == 0
+    for a, b in zip(results[:2], results[2:], strict=True):
+        for attr in ("count", "variance", "zscore", "perm_zscore"):
+            np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))
+            np.testing.assert_array_equal(getattr(a.by_sample["mixed"], attr), getattr(b.by_sample["mixed"], attr))
+    assert results[1].directed

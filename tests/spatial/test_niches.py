@@ -193,3 +193,15 @@ def test_on_mudata():
     table = niche_table(mdata)
     assert len(table) == 80
     assert table["cell_id"].tolist() == list(mdata.obs_names)
+
+
+def test_composition_in_small_edge_blocks_equals_one_block(monkeypatch):
+    import spatialmultiomics.spatial._graph as graph_module
+
+    adata = _adata(n=300, seed=4)
+    spatial_neighbors(adata, method="knn", n_neighbors=5)
+    niche_composition(adata)
+    ref = adata.obsm["niche_composition"].copy()
+    monkeypatch.setattr(graph_module, "_EDGE_CHUNK", 7)  # many blocks, rows never split
+    niche_composition(adata)
+    np.testing.assert_array_equal(adata.obsm["niche_composition"], ref)

@@ -76,6 +76,7 @@ from spatialmultiomics.annotate._score import (
     scale_columns,
     top_features,
 )
+from spatialmultiomics.pp import modality_kind
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -129,15 +130,6 @@ def _version() -> str:
         return version("spatialmultiomics")
     except PackageNotFoundError:
         return "unknown"
-
-
-def _modality_kind(mdata: MuData, name: str) -> str:
-    """``'counts'`` for sequencing modalities, ``'intensity'`` for the rest (same rule as ``smo.pp``)."""
-    prov = mdata.mod[name].uns.get(Keys.PROVENANCE, {})
-    kind = prov.get("kind") if isinstance(prov, Mapping) else None
-    if kind in ("counts", "intensity"):
-        return str(kind)
-    return "counts" if name == Keys.RNA else "intensity"
 
 
 def _get_factors(mdata: MuData, *, required: bool) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
@@ -201,7 +193,7 @@ def _observed_columns(mdata: MuData, name: str, cols: np.ndarray) -> np.ndarray:
     X = adata.X
     sub = X[:, cols]
     sub = np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float32)
-    if _modality_kind(mdata, name) == "counts":
+    if modality_kind(mdata, name) == "counts":
         lib = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
         scale = np.divide(1e4, lib, out=np.zeros_like(lib), where=lib > 0).astype(np.float32)
         return np.log1p(np.maximum(sub, 0) * scale[:, None])

@@ -14,6 +14,7 @@ codes and a stored graph from a container).
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +26,8 @@ from spatialmultiomics._log import logger
 from spatialmultiomics._validate import check_option, check_positive, check_positive_int
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from anndata import AnnData
     from mudata import MuData
 
@@ -131,17 +134,44 @@ def _get_labels(data: AnnData | MuData, label_key: str) -> tuple[np.ndarray, lis
 
 
 def _binary_graph(graph: sp.spmatrix) -> sp.csr_matrix:
-    """Return the 0/1 pattern of ``graph`` (float64 data, sorted indices, self-loops and explicit zeros removed)."""
-    g = sp.csr_matrix(graph, copy=True)
-    g.eliminate_zeros()
+    """Return the 0/1 pattern of ``graph``: CSR with int8 ones, sorted indices, no self-loops, no explicit zeros.
+
+    A graph that is already clean (the output of the builders) is not copied: the result shares its ``indptr``
+    and ``indices`` arrays, so only 1 byte per edge is allocated.
+    """
+    g = graph if sp.issparse(graph) and graph.format == "csr" else sp.csr_matrix(graph)
+    has_zeros = bool(np.any(g.data == 0))
     n_self = int(np.count_nonzero(g.diagonal()))
-    if n_self:
-        logger.info("Ignoring %d self-loops of the spatial graph.", n_self)
-        g.setdiag(0)
+    if has_zeros or n_self or not g.has_sorted_indices:
+        g = g.copy()
         g.eliminate_zeros()
-    g.sort_indices()
-    g.data = np.ones(g.indices.size, dtype=np.float64)
-    return g
+        if n_self:
+            logger.info("Ignoring %d self-loops of the spatial graph.", n_self)
+            g.setdiag(0)
+            g.eliminate_zeros()
+        g.sort_indices()
+    out = sp.csr_matrix((np.ones(g.nnz, dtype=np.int8), g.indices, g.indptr), shape=g.shape)
+    out.has_sorted_indices = True
+    return out
+
+
+_EDGE_CHUNK = 1 << 22  # edges per block in edge loops: bounded temporary memory
+
+
+def _edge_blocks(indptr: np.ndarray) -> Iterator[tuple[np.ndarray, int, int]]:
+    """Split the edges of a CSR structure into blocks of about ``_EDGE_CHUNK`` whole rows.
+
+    Yields ``(rows, start, stop)``: the source cell of each edge ``start..stop-1`` (int64) and the edge range, so
+    ``indices[start:stop]`` are their targets. Memory per block is O(_EDGE_CHUNK).
+    """
+    n = indptr.size - 1
+    nnz = int(indptr[-1])
+    cuts = np.unique(np.searchsorted(indptr, np.arange(_EDGE_CHUNK, nnz, _EDGE_CHUNK), side="right") - 1)
+    bounds = [0, *[int(c) for c in cuts if 0 < c < n], n]
+    for a, b in pairwise(bounds):
+        start, stop = int(indptr[a]), int(indptr[b])
+        if stop > start:
+            yield np.repeat(np.arange(a, b, dtype=np.int64), np.diff(indptr[a : b + 1])), start, stop
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -151,12 +181,13 @@ def _assemble(
     rows: list[np.ndarray], cols: list[np.ndarray], dists: list[np.ndarray], n: int
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Build (connectivities, distances) CSR float32 matrices with one sparsity structure from edge lists."""
-    idx_dtype = np.int32 if n < np.iinfo(np.int32).max else np.int64
+    idx_dtype = _index_dtype(n)
     r = np.concatenate(rows).astype(idx_dtype, copy=False) if rows else np.zeros(0, idx_dtype)
     c = np.concatenate(cols).astype(idx_dtype, copy=False) if cols else np.zeros(0, idx_dtype)
     d = np.concatenate(dists).astype(np.float32, copy=False) if dists else np.zeros(0, np.float32)
     # COO -> CSR is a linear counting sort; duplicates cannot occur and explicit zero distances are kept
     distances = sp.csr_matrix((d, (r, c)), shape=(n, n))
+    del r, c, d
     distances.sort_indices()
     connectivities = sp.csr_matrix(
         (np.ones(distances.nnz, dtype=np.float32), distances.indices.copy(), distances.indptr.copy()), shape=(n, n)
@@ -165,11 +196,20 @@ def _assemble(
     return connectivities, distances
 
 
+def _index_dtype(n: int) -> type[np.integer]:
+    """Smallest index dtype (int32 or int64) for ``n`` cells."""
+    return np.int32 if n < np.iinfo(np.int32).max else np.int64
+
+
 def _edge_lengths(coords: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Euclidean length (µm) of edges ``i -> j``, computed in float64."""
-    diff = coords[i] - coords[j]
-    np.square(diff, out=diff)
-    return np.sqrt(diff.sum(axis=1))
+    """Euclidean length (µm) of edges ``i -> j``, computed in float64 blocks, returned as float32."""
+    out = np.empty(i.size, dtype=np.float32)
+    for start in range(0, i.size, _EDGE_CHUNK):
+        stop = start + _EDGE_CHUNK
+        diff = coords[i[start:stop]] - coords[j[start:stop]]
+        np.square(diff, out=diff)
+        out[start:stop] = np.sqrt(diff.sum(axis=1))
+    return out
 
 
 def radius_graph(
@@ -198,19 +238,25 @@ def radius_graph(
     coords = _check_coords(coords)
     radius = check_positive(radius, name="radius")
     n = coords.shape[0]
-    rows, cols, dists = [], [], []
+    idx_dtype = _index_dtype(n)
+    first, second, dists = [], [], []
     for idx in _fov_groups(_fov_codes(fov, n), n):
         if idx.size < 2:
             continue
         pairs = cKDTree(coords[idx]).query_pairs(radius, output_type="ndarray")
         if pairs.size == 0:
             continue
-        i, j = idx[pairs[:, 0]], idx[pairs[:, 1]]
-        d = _edge_lengths(coords, i, j).astype(np.float32)
-        rows += [i, j]
-        cols += [j, i]
-        dists += [d, d]
-    return _assemble(rows, cols, dists, n)
+        gidx = idx.astype(idx_dtype, copy=False)
+        i, j = gidx[pairs[:, 0]], gidx[pairs[:, 1]]
+        del pairs
+        first.append(i)
+        second.append(j)
+        dists.append(_edge_lengths(coords, i, j))
+    i = np.concatenate(first) if first else np.zeros(0, idx_dtype)
+    j = np.concatenate(second) if second else np.zeros(0, idx_dtype)
+    d = np.concatenate(dists) if dists else np.zeros(0, np.float32)
+    del first, second, dists
+    return _assemble([i, j], [j, i], [d, d], n)
 
 
 def knn_graph(
@@ -326,7 +372,7 @@ def delaunay_graph(
             i, j, d = i[keep], j[keep], d[keep]
         rows.append(i)
         cols.append(j)
-        dists.append(d.astype(np.float32))
+        dists.append(d)
     return _assemble(rows, cols, dists, n)
 
 

@@ -57,7 +57,14 @@ from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
 from spatialmultiomics._validate import check_option, check_positive_int
-from spatialmultiomics.spatial._graph import _binary_graph, _get_fov, _get_graph, _get_labels, _package_version
+from spatialmultiomics.spatial._graph import (
+    _binary_graph,
+    _edge_blocks,
+    _get_fov,
+    _get_graph,
+    _get_labels,
+    _package_version,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -196,14 +203,39 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
+def _reciprocal_per_row(graph: sp.csr_matrix) -> np.ndarray:
+    """Number of reciprocated out-edges of each row of a 0/1 CSR graph with sorted indices, float64 (n,).
+
+    The transpose is one linear counting sort; a structurally symmetric graph is recognised by comparing the
+    two structures and needs nothing more.
+    """
+    import scipy.sparse as sp
+
+    pattern = sp.csr_matrix((np.ones(graph.nnz, dtype=np.int8), graph.indices, graph.indptr), shape=graph.shape)
+    transposed = pattern.T.tocsr()  # rows of the transpose come out with sorted indices
+    if np.array_equal(transposed.indptr, pattern.indptr) and np.array_equal(transposed.indices, pattern.indices):
+        return np.diff(graph.indptr).astype(np.float64)
+    both = pattern.multiply(transposed).tocsr()
+    both.eliminate_zeros()
+    return np.diff(both.indptr).astype(np.float64)
+
+
 def _graph_stats(graph: sp.csr_matrix, fov: np.ndarray | None, n_fov: int) -> dict[str, np.ndarray]:
     """Per-FOV graph sums S0, Ssq, Srec, Sout2, Sin2, Sio (each (n_fov,) float64) of a CSR graph without self-loops."""
     n = graph.shape[0]
-    w = graph.data.astype(np.float64, copy=False)
-    out_deg = np.asarray(graph.sum(axis=1)).ravel().astype(np.float64)
-    in_deg = np.bincount(graph.indices, weights=w, minlength=n)
-    sq_row = out_deg if np.all(w == 1.0) else np.asarray(graph.multiply(graph).sum(axis=1)).ravel()
-    rec_row = np.asarray(graph.multiply(graph.T.tocsr()).sum(axis=1)).ravel()
+    if np.all(graph.data == 1):  # 0/1 graph (the container path): sums from the structure alone
+        if not graph.has_sorted_indices:
+            graph = graph.sorted_indices()
+        out_deg = np.diff(graph.indptr).astype(np.float64)
+        in_deg = np.bincount(graph.indices, minlength=n).astype(np.float64)
+        sq_row = out_deg
+        rec_row = _reciprocal_per_row(graph)
+    else:  # non-negative weights (the formulas hold for any weights)
+        w = graph.data.astype(np.float64, copy=False)
+        out_deg = np.asarray(graph.sum(axis=1)).ravel().astype(np.float64)
+        in_deg = np.bincount(graph.indices, weights=w, minlength=n)
+        sq_row = np.asarray(graph.multiply(graph).sum(axis=1)).ravel()
+        rec_row = np.asarray(graph.multiply(graph.T.tocsr()).sum(axis=1)).ravel()
     f = np.zeros(n, dtype=np.int64) if fov is None else fov
 
     def per_fov(values: np.ndarray) -> np.ndarray:
@@ -270,26 +302,20 @@ def _join_count_moments(counts: np.ndarray, stats: dict[str, np.ndarray]) -> tup
 
 
 def _pair_counts(
-    codes: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    n_types: int,
-    *,
-    row_group: np.ndarray | None = None,
-    n_groups: int = 1,
+    indptr: np.ndarray, indices: np.ndarray, row_code: np.ndarray, col_code: np.ndarray, n_bins: int
 ) -> np.ndarray:
-    """Join counts (K, K) of the 0/1 edge list ``rows -> cols`` for integer labels ``codes`` (0..K-1).
+    """Edge counts per bin ``row_code[i] + col_code[j]`` over the edges i -> j of a 0/1 CSR structure.
 
-    With ``row_group`` (per edge: the group of its source cell times K^2) the counts are split by group:
-    (n_groups, K, K).
+    With ``row_code = codes * K`` and ``col_code = codes`` the (n_bins = K^2,) result reshapes to the (K, K)
+    join counts; adding ``group * K^2`` to ``row_code`` splits them by group. Edges are visited in blocks, so
+    temporary memory is bounded whatever the number of edges. Returns float64 (n_bins,).
     """
-    key = codes[rows] * n_types
-    key += codes[cols]
-    if row_group is None:
-        return np.bincount(key, minlength=n_types * n_types).reshape(n_types, n_types).astype(np.float64)
-    key += row_group
-    counts = np.bincount(key, minlength=n_groups * n_types * n_types)
-    return counts.reshape(n_groups, n_types, n_types).astype(np.float64)
+    out = np.zeros(n_bins, dtype=np.int64)
+    for rows, start, stop in _edge_blocks(indptr):
+        key = row_code[rows]
+        key += col_code[indices[start:stop]]
+        out += np.bincount(key, minlength=n_bins)
+    return out.astype(np.float64)
 
 
 def _bh(p: np.ndarray) -> np.ndarray:
@@ -338,37 +364,35 @@ _PERM_CHUNK = 16  # permutations per task: the unit of work of the thread pool, 
 def _permuted_counts(
     children: list[np.random.SeedSequence],
     codes: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
     n_types: int,
     fov: np.ndarray | None,
     order_fov: np.ndarray | None,
-    row_group: np.ndarray | None,
+    row_offset: np.ndarray | None,
     n_groups: int,
 ) -> np.ndarray:
-    """Join counts of one relabelling per child seed: (len(children), K, K), or (.., G, K, K) with ``row_group``."""
-    return np.stack(
-        [
-            _pair_counts(
-                _permute_within(codes, fov, order_fov, np.random.default_rng(child)),
-                rows,
-                cols,
-                n_types,
-                row_group=row_group,
-                n_groups=n_groups,
-            )
-            for child in children
-        ]
-    )
+    """Join counts of one relabelling per child seed: (len(children), K, K).
+
+    With ``row_offset`` (per cell: its group times K^2; groups never mix under the permutation since they refine
+    ``fov``) the counts are split by group: (len(children), n_groups, K, K).
+    """
+    shape = (n_types, n_types) if row_offset is None else (n_groups, n_types, n_types)
+    out = np.empty((len(children), *shape))
+    for t, child in enumerate(children):
+        perm = _permute_within(codes, fov, order_fov, np.random.default_rng(child))
+        row_code = perm * n_types if row_offset is None else perm * n_types + row_offset
+        out[t] = _pair_counts(indptr, indices, row_code, perm, int(np.prod(shape))).reshape(shape)
+    return out
 
 
 def _permutation_stats(
     codes: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
     n_types: int,
     strata: np.ndarray | None,
-    row_group: np.ndarray | None,
+    row_offset: np.ndarray | None,
     n_groups: int,
     count: np.ndarray,
     mean: np.ndarray,
@@ -399,8 +423,8 @@ def _permutation_stats(
     chunks = [children[i : i + _PERM_CHUNK] for i in range(0, n_perms, _PERM_CHUNK)]
 
     def one(chunk: list[np.random.SeedSequence]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        c = _permuted_counts(chunk, codes, rows, cols, n_types, strata, order, row_group, n_groups)
-        if row_group is None:
+        c = _permuted_counts(chunk, codes, indptr, indices, n_types, strata, order, row_offset, n_groups)
+        if row_offset is None:
             c = c[:, None]
         if count.shape[0] > c.shape[1]:
             c = np.concatenate([c, c.sum(axis=1, keepdims=True)], axis=1)
@@ -520,13 +544,12 @@ def _colocalization_arrays(
         n_strata, strata = 1, None
         stratum_sample = np.zeros(1, dtype=np.int64)
 
-    rows = np.repeat(np.arange(n, dtype=np.int32 if n < 2**31 - 1 else np.int64), np.diff(graph.indptr))
-    cols = graph.indices
+    indptr, indices = graph.indptr, graph.indices
     codes64 = codes.astype(np.int64)
-    row_group = None if sample is None else sample[rows] * (n_types * n_types)
-    count = _pair_counts(codes64, rows, cols, n_types, row_group=row_group, n_groups=n_samples)
-    if sample is None:
-        count = count[None]  # (1, K, K)
+    row_offset = None if sample is None else sample * (n_types * n_types)
+    row_code = codes64 * n_types if row_offset is None else codes64 * n_types + row_offset
+    count = _pair_counts(indptr, indices, row_code, codes64, n_samples * n_types * n_types)
+    count = count.reshape(n_samples, n_types, n_types)
 
     stats = _graph_stats(graph, strata, n_strata)
     directed = bool(stats["Srec"].sum() != stats["S0"].sum())
@@ -548,7 +571,7 @@ def _colocalization_arrays(
     perm = None
     if n_perms > 0:
         perm = _permutation_stats(
-            codes64, rows, cols, n_types, strata, row_group, n_samples, count, mean, n_perms, seed, n_jobs
+            codes64, indptr, indices, n_types, strata, row_offset, n_samples, count, mean, n_perms, seed, n_jobs
         )
 
     def table(g: int) -> ColocalizationResult:
@@ -597,8 +620,9 @@ def _get_samples(data: AnnData | MuData, sample_key: str) -> tuple[np.ndarray, l
 
 def _check_no_cross_edges(graph: sp.csr_matrix, groups: np.ndarray, key: str, graph_key: str, what: str) -> None:
     """Raise when the graph joins cells of different groups (FOVs or samples)."""
-    rows = np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr))
-    n_cross = int(np.count_nonzero(groups[rows] != groups[graph.indices]))
+    n_cross = 0
+    for rows, start, stop in _edge_blocks(graph.indptr):
+        n_cross += int(np.count_nonzero(groups[rows] != groups[graph.indices[start:stop]]))
     if n_cross:
         msg = (
             f"obsp[{graph_key!r}] has {n_cross} edges between cells of different {what} (obs[{key!r}]); "

@@ -22,7 +22,7 @@ import numpy as np
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._validate import check_positive_int
-from spatialmultiomics.spatial._graph import _binary_graph, _get_graph, _get_labels, _package_version
+from spatialmultiomics.spatial._graph import _binary_graph, _edge_blocks, _get_graph, _get_labels, _package_version
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,17 +45,25 @@ def _isolated_name(categories: list[str]) -> str:
 
 
 def _neighbour_counts(graph: sp.csr_matrix, codes: np.ndarray, n_types: int, include_self: bool) -> np.ndarray:
-    """Dense (n, K) float64 counts of each type among each cell's neighbours (0/1 graph, unlabelled skipped)."""
-    import scipy.sparse as sp
+    """Dense (n, K) float64 counts of each type among each cell's neighbours (0/1 graph, unlabelled skipped).
 
+    The rows of ``A @ O`` (A the 0/1 adjacency, O the one-hot labels) as one ``bincount`` per block of edges.
+    """
     n = codes.size
-    labelled = codes >= 0
-    onehot = sp.csr_matrix(
-        (np.ones(int(labelled.sum())), (np.flatnonzero(labelled), codes[labelled])), shape=(n, n_types)
-    )
-    counts = (graph @ onehot).toarray()
+    counts = np.zeros(n * n_types, dtype=np.float64)
+    labels = codes.astype(np.int64)
+    for rows, start, stop in _edge_blocks(graph.indptr):
+        nb = labels[graph.indices[start:stop]]
+        keep = nb >= 0
+        key = rows[keep] * n_types
+        key += nb[keep]
+        lo = int(rows[0]) * n_types  # the block's rows are contiguous: count into that slice only
+        hi = (int(rows[-1]) + 1) * n_types
+        counts[lo:hi] += np.bincount(key - lo, minlength=hi - lo)
+    counts = counts.reshape(n, n_types)
     if include_self:
-        counts[np.flatnonzero(labelled), codes[labelled]] += 1.0
+        labelled = np.flatnonzero(labels >= 0)
+        counts[labelled, labels[labelled]] += 1.0
     return counts
 
 
