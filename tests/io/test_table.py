@@ -117,7 +117,7 @@ def test_empty_file_missing_file_folder_and_unknown_suffix(tmp_path: Path) -> No
         read(tmp_path / "e.csv")
     with pytest.raises(InputError, match="no such file"):
         read(tmp_path / "missing.csv")
-    with pytest.raises(InputError, match="output folder is not supported yet"):
+    with pytest.raises(InputError, match=r"not a complete Xenium output; missing 2 file\(s\)"):
         read(tmp_path, "Xenium")
     (tmp_path / "x.xlsx").write_text("a")
     with pytest.raises(InputError, match=r"unsupported file type '.xlsx'"):

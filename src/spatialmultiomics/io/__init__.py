@@ -1,20 +1,69 @@
-"""Reading inputs and writing results."""
+"""Reading instrument outputs and tables, writing results.
 
-from spatialmultiomics.io._labelled import read_labelled_table
+One reader per platform, named after it (``smo.io.visium``, ``merfish``, ``xenium``, ``xenium_mudata``,
+``stereoseq``, ``codex``, ``mibi``, ``imc``, ``cycif``), each returning an AnnData with coordinates in µm;
+``smo.io.read`` dispatches and detects the platform of a folder.
+
+The reader functions are bound here eagerly: a module named like its function (``io/visium.py`` defining
+``visium``) would otherwise replace the function on this package the first time the module is imported. The reader
+modules import nothing heavy at load time (anndata, h5py and pyarrow load inside the functions); the rest of the
+namespace loads on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from spatialmultiomics.io._platforms import PLATFORMS, normalize_platform
-from spatialmultiomics.io._read import read, read_h5ad
-from spatialmultiomics.io._table import read_table
-from spatialmultiomics.io._write import atomic_output_dir, check_output_dir, write_h5mu, write_results
+from spatialmultiomics.io._read import read
+from spatialmultiomics.io.codex import codex
+from spatialmultiomics.io.cycif import cycif
+from spatialmultiomics.io.imc import imc
+from spatialmultiomics.io.merfish import merfish
+from spatialmultiomics.io.mibi import mibi
+from spatialmultiomics.io.stereoseq import stereoseq
+from spatialmultiomics.io.visium import visium
+from spatialmultiomics.io.xenium import xenium, xenium_mudata
+
+#: public name -> implementing module (loaded on first access)
+_LAZY = {
+    "read_h5ad": "spatialmultiomics.io._read",
+    "read_table": "spatialmultiomics.io._table",
+    "read_labelled_table": "spatialmultiomics.io._labelled",
+    "detect_platform": "spatialmultiomics.io._detect",
+    "atomic_output_dir": "spatialmultiomics.io._write",
+    "check_output_dir": "spatialmultiomics.io._write",
+    "write_h5mu": "spatialmultiomics.io._write",
+    "write_results": "spatialmultiomics.io._write",
+}
 
 __all__ = [
+    "codex",
+    "cycif",
+    "imc",
+    "merfish",
+    "mibi",
+    "stereoseq",
+    "visium",
+    "xenium",
+    "xenium_mudata",
     "PLATFORMS",
-    "atomic_output_dir",
-    "check_output_dir",
     "normalize_platform",
     "read",
-    "read_h5ad",
-    "read_labelled_table",
-    "read_table",
-    "write_h5mu",
-    "write_results",
+    *sorted(_LAZY),
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'spatialmultiomics.io' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import anndata as ad
 import numpy as np
 
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
+from spatialmultiomics._log import logger
 from spatialmultiomics.io._platforms import PLATFORMS, normalize_platform
-from spatialmultiomics.io._table import X_COLUMNS, Y_COLUMNS, is_table, read_table
 
-__all__ = ["read", "read_h5ad"]
+if TYPE_CHECKING:
+    import anndata as ad
+
+__all__ = ["READERS", "read", "read_h5ad"]
 
 
 def read_h5ad(
     path: str | Path, *, pixel_size_um: float = 1.0, modality: str = "rna", platform: str = "generic"
 ) -> ad.AnnData:
     """Read an ``.h5ad`` file; coordinates come from ``obsm['spatial']`` or ``obs`` columns ``x`` / ``y``."""
+    import anndata as ad
+
+    from spatialmultiomics.io._table import X_COLUMNS, Y_COLUMNS
+
     path = Path(path)
     try:
         adata = ad.read_h5ad(path)
@@ -54,6 +61,59 @@ def read_h5ad(
     return adata
 
 
+#: canonical platform -> (module, reader function)
+READERS: dict[str, tuple[str, str]] = {
+    "visium": ("spatialmultiomics.io.visium", "visium"),
+    "merfish": ("spatialmultiomics.io.merfish", "merfish"),
+    "xenium": ("spatialmultiomics.io.xenium", "xenium"),
+    "stereoseq": ("spatialmultiomics.io.stereoseq", "stereoseq"),
+    "codex": ("spatialmultiomics.io.codex", "codex"),
+    "mibi": ("spatialmultiomics.io.mibi", "mibi"),
+    "imc": ("spatialmultiomics.io.imc", "imc"),
+    "cycif": ("spatialmultiomics.io.cycif", "cycif"),
+}
+
+
+def _vendor(
+    platform: str,
+    path: Path,
+    *,
+    modality: str | None,
+    pixel_size_um: float | None,
+    id_column: str | None,
+    options: dict[str, Any],
+) -> ad.AnnData:
+    """Call the platform's reader with the options it accepts; unknown options are an InputError."""
+    import importlib
+    import inspect
+
+    module, name = READERS[platform]
+    func = importlib.import_module(module).__dict__[name]
+    accepted = set(inspect.signature(func).parameters) - {"path"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        msg = f"{unknown} {'is not an option' if len(unknown) == 1 else 'are not options'} of smo.io.{name}; it accepts {sorted(accepted)}."
+        raise InputError(msg)
+    kwargs = dict(options)
+    if pixel_size_um is not None:
+        if "pixel_size_um" in accepted:
+            kwargs["pixel_size_um"] = pixel_size_um
+        elif pixel_size_um != 1.0:
+            logger.warning(
+                "pixel_size_um=%g ignored for %s: its files give coordinates in µm.",
+                pixel_size_um,
+                PLATFORMS[platform][1],
+            )
+    if id_column is not None and "id_column" in accepted:
+        kwargs["id_column"] = id_column
+    if modality is not None and "modality" in accepted:
+        kwargs["modality"] = modality
+    adata = func(path, **kwargs)
+    if modality is not None and adata.uns[Keys.PROVENANCE].get("modality") != modality:
+        adata.uns[Keys.PROVENANCE]["modality"] = modality
+    return adata
+
+
 def read(
     path: str | Path,
     platform: str | None = None,
@@ -61,45 +121,96 @@ def read(
     modality: str | None = None,
     pixel_size_um: float | None = None,
     id_column: str | None = None,
+    **options: Any,
 ) -> ad.AnnData:
     """Read one modality from ``path`` into an AnnData with coordinates in µm.
 
     Parameters
     ----------
     path
-        A standardized table (CSV / TSV / parquet: optional id column, ``x``, ``y``, features) or an ``.h5ad``
-        file. Vendor output folders are not read yet.
+        A vendor output folder or file (Space Ranger ``outs/``, MERSCOPE region folder, Xenium bundle, GEM file,
+        steinbock folder, MCMICRO quantification, ark cell table, CODEX table ...), a standardized table
+        (CSV / TSV / parquet: optional id column, ``x``, ``y``, features) or an ``.h5ad`` file.
     platform
         Instrument name, case-insensitive (``Visium``, ``MERFISH``, ``MERSCOPE``, ``Xenium``, ``Stereo-seq``,
-        ``CODEX``, ``MIBI``, ``IMC``, ``CyCIF``); with a table file it is recorded in the provenance and decides
-        whether the table holds counts (RNA platforms) or intensities (protein platforms).
+        ``CODEX``, ``MIBI``, ``IMC``, ``CyCIF``, ``generic``). Not given (or ``generic``): detected from a folder's
+        files (an ambiguous folder is an error naming the candidates) or from a table's header. Given with a table:
+        the table is read as the standardized table (the platform decides counts vs intensities) unless its header
+        is unmistakably that vendor's export (an ark cell table for MIBI, an MCMICRO quantification for CyCIF or
+        CODEX, CellSeg headers for CODEX, a steinbock / CellProfiler table for IMC, a GEM for Stereo-seq), which
+        then goes to the vendor reader.
     modality
-        ``'rna'``, ``'protein'`` or another name; default from the platform (``'rna'`` when generic).
+        ``'rna'``, ``'protein'`` or another name; default from the platform (``'rna'`` when generic). For Visium
+        and Xenium it selects the features (``'protein'``: antibody / protein features).
     pixel_size_um
-        Micrometres per coordinate unit of the file (default 1: coordinates already in µm).
+        Micrometres per coordinate unit of the file. Default: 1 for standardized tables, the vendor's default for
+        pixel-based vendor readers (CODEX 0.377, MIBI 0.390625, IMC 1, CyCIF 0.65). Ignored (with a warning in the
+        log) by Visium, Xenium and Stereo-seq, whose files give µm.
     id_column
         Name of the id column of a table when it cannot be detected.
+    **options
+        Passed to the platform reader (e.g. ``bin_size`` for Stereo-seq, ``require_coordinates`` for Visium /
+        MERFISH, ``markers_file`` for CyCIF); see ``smo.io.<platform>``.
+
+    Returns
+    -------
+    AnnData with raw values in ``X``, ``obsm['spatial']`` (x, y) in µm, ``obs['fov']`` for multi-FOV inputs and
+    ``uns['provenance']`` (platform, reader, version read, pixel size, files).
     """
     from spatialmultiomics._validate import check_positive
+    from spatialmultiomics.io._detect import detect_platform, table_header, table_layout
+    from spatialmultiomics.io._table import is_table, read_table
 
     canon = normalize_platform(platform)
-    kind = PLATFORMS[canon][0]
-    mod = modality or (kind if kind != "any" else "rna")
-    px = 1.0 if pixel_size_um is None else check_positive(pixel_size_um, name="pixel_size_um")
+    px = None if pixel_size_um is None else check_positive(pixel_size_um, name="pixel_size_um")
     path = Path(path)
     if not path.exists():
         msg = f"{path}: no such file or folder."
         raise InputError(msg)
+    vendor_kw = {"modality": modality, "pixel_size_um": px, "id_column": id_column, "options": options}
     if path.is_dir():
-        msg = (
-            f"{path}: reading a {PLATFORMS[canon][1]} output folder is not supported yet; pass a table "
-            "(id, x, y, feature columns; CSV / TSV / parquet) or an .h5ad file."
-        )
-        raise InputError(msg)
+        if canon == "generic":
+            found = detect_platform(path)
+            if not found:
+                present = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())[:15]
+                msg = (
+                    f"{path}: no known instrument output layout in this folder (it has {present}); pass "
+                    "platform=... or a table file."
+                )
+                raise InputError(msg)
+            if len(found) > 1:
+                names = ", ".join(PLATFORMS[f][1] for f in found)
+                msg = f"{path}: ambiguous folder, it matches {len(found)} platforms ({names}); pass platform= one of {found}."
+                raise InputError(msg)
+            canon = found[0]
+            logger.info("%s: detected %s output.", path, PLATFORMS[canon][1])
+        return _vendor(canon, path, **vendor_kw)
     suffix = path.suffix.lower()
     if suffix == ".h5ad":
-        return read_h5ad(path, pixel_size_um=px, modality=mod, platform=canon)
+        if options:
+            msg = f"options {sorted(options)} do not apply to .h5ad files."
+            raise InputError(msg)
+        kind = PLATFORMS[canon][0]
+        mod = modality or (kind if kind != "any" else "rna")
+        return read_h5ad(path, pixel_size_um=1.0 if px is None else px, modality=mod, platform=canon)
+    if suffix in (".h5", ".gef"):
+        target = canon if canon in ("visium", "xenium", "stereoseq") else detect_platform(path)[0]
+        return _vendor(target, path, **vendor_kw)
+    header = table_header(path)
+    layout = table_layout(path, header)
+    if layout is not None and (canon == layout or canon == "generic" or (canon == "codex" and layout == "cycif")):
+        return _vendor(canon if canon != "generic" else layout, path, **vendor_kw)
+    if canon == "stereoseq" or (canon == "merfish" and is_table(path)):
+        # a MERFISH table is the standardized table plus Blank-* controls kept apart: the merfish reader does both
+        return _vendor(canon, path, **vendor_kw)
     if is_table(path):
-        return read_table(path, modality=mod, platform=canon, pixel_size_um=px, id_column=id_column)
-    msg = f"{path}: unsupported file type {suffix or '(none)'!r}; expected .csv, .tsv, .txt, .parquet (optionally .gz) or .h5ad."
+        if options:
+            msg = f"options {sorted(options)} do not apply to a standardized table; they belong to the vendor readers."
+            raise InputError(msg)
+        kind = PLATFORMS[canon][0]
+        mod = modality or (kind if kind != "any" else "rna")
+        return read_table(
+            path, modality=mod, platform=canon, pixel_size_um=1.0 if px is None else px, id_column=id_column
+        )
+    msg = f"{path}: unsupported file type {suffix or '(none)'!r}; expected .csv, .tsv, .txt, .parquet (optionally .gz), .h5ad, .h5, .gem or a vendor output folder."
     raise InputError(msg)

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
+from spatialmultiomics.io._common import numeric_block, numeric_column, read_frame
 
 __all__ = ["ID_COLUMNS", "read_table"]
 
@@ -64,28 +65,18 @@ def is_table(path: str | Path) -> bool:
     return bool(sfx) and sfx[-1] in _TABLE_SUFFIXES
 
 
+def _text_column(index: int, name: str) -> bool:
+    """Columns read as text: ids, FOV and label columns, and a pandas index column."""
+    key = name.strip().lower()
+    return (
+        key in ID_COLUMNS or key in FOV_COLUMNS or key in META_COLUMNS or (index == 0 and name.startswith("Unnamed: 0"))
+    )
+
+
 def _load_frame(path: Path) -> pd.DataFrame:
-    sfx = _suffixes(path)
-    if path.stat().st_size == 0:
-        msg = f"{path}: the file is empty; expected a table with x, y and feature columns."
-        raise InputError(msg)
-    if sfx and sfx[-1] in (".parquet", ".pq"):
-        try:
-            return pd.read_parquet(path)
-        except Exception as err:
-            msg = f"{path}: not a readable parquet file ({type(err).__name__}: {str(err).splitlines()[0][:200]})."
-            raise InputError(msg) from err
-    with pd.io.common.get_handle(path, "r", compression="infer") as handle:
-        header = handle.handle.readline()
-    sep = "\t" if ("\t" in header or (sfx and sfx[-1] in (".tsv", ".tab"))) else ","
-    try:
-        return pd.read_csv(path, sep=sep, engine="c", low_memory=False)
-    except pd.errors.EmptyDataError:
-        msg = f"{path}: the file is empty; expected a table with x, y and feature columns."
-        raise InputError(msg) from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        msg = f"{path}: cannot be parsed as a {'TSV' if sep == chr(9) else 'CSV'} table ({str(err).splitlines()[0][:200]})."
-        raise InputError(msg) from err
+    """The table as a DataFrame, parsed by pyarrow (multi-threaded); a header-only file gives zero rows."""
+    frame, _ = read_frame(path, text_columns=_text_column, allow_empty=True)
+    return frame
 
 
 def _find(columns: list[str], candidates: tuple[str, ...]) -> str | None:
@@ -97,21 +88,8 @@ def _find(columns: list[str], candidates: tuple[str, ...]) -> str | None:
 
 
 def _as_numeric(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    col = frame[column]
-    if pd.api.types.is_bool_dtype(col):
-        return col.to_numpy(dtype=np.float32)
-    if pd.api.types.is_numeric_dtype(col):
-        return col.to_numpy(dtype=np.float64)
-    converted = pd.to_numeric(col, errors="coerce")
-    bad = converted.isna() & col.notna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        msg = (
-            f"{path}: column {column!r} has non-numeric values (e.g. {col.iloc[row]!r} in data row {row + 1}); "
-            "feature and coordinate columns must be numbers."
-        )
-        raise InputError(msg)
-    return converted.to_numpy(dtype=np.float64)
+    """Column ``column`` as float64; non-numeric values give a one-line error naming the value and its row."""
+    return numeric_column(frame, column, path)
 
 
 def read_table(
@@ -188,13 +166,16 @@ def read_table(
         raise InputError(msg)
 
     if id_col is not None:
-        ids = frame[id_col].astype(str).str.strip()
-        dup = ids[ids.duplicated()]
-        if len(dup):
-            msg = f"{path}: {dup.size} duplicate ids in column {id_col!r} (e.g. {dup.iloc[0]!r}); ids must be unique."
+        ids = frame[id_col].astype(str)
+        if _suffixes(path)[-1:] in ([".parquet"], [".pq"]):  # CSV text is already trimmed by the parser
+            ids = ids.str.strip()
+        ids = pd.Index(ids.to_numpy(), name=None)
+        if not ids.is_unique:  # hashed once: AnnData reuses the cached answer
+            dup = ids[ids.duplicated()]
+            msg = f"{path}: {dup.size} duplicate ids in column {id_col!r} (e.g. {dup[0]!r}); ids must be unique."
             raise InputError(msg)
     else:
-        ids = pd.Series([f"cell_{i}" for i in range(len(frame))])
+        ids = pd.Index([f"cell_{i}" for i in range(len(frame))])
         logger.info("%s: no id column found; cells are named cell_0 ... cell_%d by row.", path, len(frame) - 1)
 
     coords = np.column_stack([_as_numeric(frame, x_col, path), _as_numeric(frame, y_col, path)])
@@ -203,26 +184,11 @@ def read_table(
         msg = f"{path}: {n_bad} rows have missing or infinite coordinates in {x_col!r} / {y_col!r}; every cell needs x and y."
         raise InputError(msg)
 
-    values = np.empty((len(frame), len(features)), dtype=np.float32)
-    for j, col in enumerate(features):
-        v = _as_numeric(frame, col, path)
-        if not np.isfinite(v).all():
-            n_bad = int((~np.isfinite(v)).sum())
-            msg = f"{path}: column {col!r} has {n_bad} missing (NaN) or infinite values; fill or drop them first."
-            raise InputError(msg)
-        if (v < 0).any():
-            msg = f"{path}: column {col!r} has {int((v < 0).sum())} negative values (min {v.min():.4g}); counts and intensities must be >= 0."
-            raise InputError(msg)
-        values[:, j] = v
-    dup_feat = pd.Index(features)[pd.Index(features).duplicated()]
-    if len(dup_feat):
-        msg = f"{path}: duplicate feature column {dup_feat[0]!r}."
-        raise InputError(msg)
-
+    values = numeric_block(frame, features, path)
     X: np.ndarray | sp.csr_matrix = values
     if modality == "rna" and np.count_nonzero(values) < 0.5 * values.size:
         X = sp.csr_matrix(values)
-    obs = pd.DataFrame(index=pd.Index(ids.to_numpy(), name=None))
+    obs = pd.DataFrame(index=ids)
     if fov_col is not None:
         obs[Keys.FOV] = pd.Categorical(frame[fov_col].astype(str).to_numpy())
     for c in meta_cols:

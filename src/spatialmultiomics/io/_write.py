@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,16 +42,40 @@ def check_output_dir(output_dir: str | Path, *, overwrite: bool = False) -> Path
     return out
 
 
+def _clean_stale(out: Path, before: float) -> None:
+    """Remove hidden ``.{name}.tmp-*`` folders of runs killed before ``before`` (a time.time() value).
+
+    ``.{name}.old-*`` folders (an earlier result renamed aside) are removed only once ``out`` exists again, so a
+    run killed between the two renames never loses the earlier result.
+    """
+    patterns = [f".{out.name}.tmp-*"] + ([f".{out.name}.old-*"] if out.exists() else [])
+    for pattern in patterns:
+        for stale in out.parent.glob(pattern):
+            try:
+                if stale.is_dir() and stale.stat().st_mtime < before:
+                    shutil.rmtree(stale, ignore_errors=True)
+                    logger.info("removed %s, left by an interrupted run", stale)
+            except OSError:  # raced with another process: leave it
+                continue
+
+
 @contextlib.contextmanager
-def atomic_output_dir(output_dir: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(
+    output_dir: str | Path, *, overwrite: bool = False, started: float | None = None
+) -> Iterator[Path]:
     """Yield a temporary folder beside ``output_dir`` and move it into place only if the block succeeds.
 
     A failure (or a kill) leaves no partial ``output_dir`` and never touches an earlier result: the old folder is
-    renamed aside, the new one renamed in, and only then is the old one deleted.
+    renamed aside, the new one renamed in, and only then is the old one deleted. Hidden temporary folders of
+    the same name left by runs killed before ``started`` (a ``time.time()`` value; default now) are removed.
     """
     out = check_output_dir(output_dir, overwrite=overwrite).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out, time.time() if started is None else started)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); results are for sharing, like any new folder
     try:
         yield tmp
     except BaseException:
@@ -69,7 +94,9 @@ def atomic_output_dir(output_dir: str | Path, *, overwrite: bool = False) -> Ite
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_results(result: Any, output_dir: str | Path, *, overwrite: bool = False) -> Path:
+def write_results(
+    result: Any, output_dir: str | Path, *, overwrite: bool = False, figures: bool = True, started: float | None = None
+) -> Path:
     """Write every result file of a pipeline run into ``output_dir`` atomically.
 
     Files: ``shared_labels.csv`` (cell_id, x, y, cell_type, confidence, ...), ``co_localization.csv``
@@ -77,7 +104,8 @@ def write_results(result: Any, output_dir: str | Path, *, overwrite: bool = Fals
     q_value), ``niche_composition.csv`` (cell_id, niche_type, composition, n_neighbors, frac_*),
     ``W_transcript.npy`` (n_genes, k), ``W_protein.npy`` (n_proteins, k), ``W_<modality>.npy`` for further
     modalities, ``H_shared.npy`` (k, n_cells), ``nmf_factors.csv`` (cell_id, factor_0 ...),
-    ``factor_annotation.csv`` and ``result.h5mu``.
+    ``factor_annotation.csv``, ``result.h5mu``, ``figures/`` (every applicable figure as PNG + SVG, see
+    :func:`smo.pl.save_figures`) and ``report.html`` (see :func:`smo.report.write_report`).
 
     Parameters
     ----------
@@ -87,12 +115,16 @@ def write_results(result: Any, output_dir: str | Path, *, overwrite: bool = Fals
         Destination folder; an existing non-empty folder is replaced only with ``overwrite``.
     overwrite
         Replace an existing non-empty folder.
+    figures
+        Draw the figures (and embed them in the report); the report is written either way.
+    started
+        When the run started (``time.time()``): temporary folders of killed runs older than this are removed.
 
     Returns
     -------
     The output folder.
     """
-    with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(output_dir, overwrite=overwrite, started=started) as tmp:
         result.shared_labels.to_csv(tmp / "shared_labels.csv", index=False)
         result.co_localization.to_csv(tmp / "co_localization.csv", index=False)
         result.niche_composition.to_csv(tmp / "niche_composition.csv", index=False)
@@ -102,6 +134,21 @@ def write_results(result: Any, output_dir: str | Path, *, overwrite: bool = Fals
             np.save(tmp / f"{fname}.npy", loadings)
         result.nmf_factors.to_csv(tmp / "nmf_factors.csv", index=False)
         result.factor_annotation.to_csv(tmp / "factor_annotation.csv", index=False)
+        _write_figures_and_report(result, tmp, figures=figures)  # first: stores the palette in the .h5mu too
         write_h5mu(result.mdata, tmp / "result.h5mu")
     logger.info("results written to %s", output_dir)
     return Path(output_dir)
+
+
+def _write_figures_and_report(result: Any, folder: Path, *, figures: bool) -> None:
+    """``figures/`` and ``report.html``; a drawing failure is logged and never costs the result files."""
+    if figures:
+        from spatialmultiomics.pl import save_figures
+
+        save_figures(result.mdata, folder / "figures")
+    from spatialmultiomics.report import write_report
+
+    try:
+        write_report(result, folder / "report.html", figures_dir=folder / "figures", figures=figures)
+    except Exception as err:  # noqa: BLE001 - the numbers matter more than their presentation
+        logger.warning("report.html could not be written: %s: %s", type(err).__name__, err)
