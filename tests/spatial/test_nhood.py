@@ -529,3 +529,38 @@ def test_small_edge_blocks_give_the_same_graph_counts_and_moments(monkeypatch):
             np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))
             np.testing.assert_array_equal(getattr(a.by_sample["mixed"], attr), getattr(b.by_sample["mixed"], attr))
     assert results[1].directed
+
+
+def test_known_symmetric_shortcut_equals_the_checked_path_and_detects_changes(tmp_path):
+    from spatialmultiomics.spatial._graph import _known_symmetric
+
+    adata = _clustered_adata(n=300, seed=6)
+    spatial_neighbors(adata, radius=30.0)
+    graph = adata.obsp["spatial_connectivities"]
+    assert _known_symmetric(adata, "spatial_connectivities", graph)
+    fast = colocalization(adata, inplace=False)
+    info = adata.uns.pop("spatial_neighbors")
+    checked = colocalization(adata, inplace=False)
+    for attr in ("count", "expected_exact", "variance", "zscore"):
+        np.testing.assert_array_equal(getattr(fast, attr), getattr(checked, attr))
+    adata.uns["spatial_neighbors"] = info
+    # survives an h5ad round trip
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    assert _known_symmetric(back, "spatial_connectivities", back.obsp["spatial_connectivities"])
+    # an edited graph (one edge redirected: same nnz, now directed) is no longer trusted
+    edited = graph.copy()
+    row = int(np.flatnonzero(np.diff(edited.indptr) > 0)[0])
+    start, stop = edited.indptr[row], edited.indptr[row + 1]
+    free = np.setdiff1d(np.arange(300), np.r_[edited.indices[start:stop], row])
+    edited.indices[stop - 1] = free[-1]
+    edited.sort_indices()
+    adata.obsp["spatial_connectivities"] = edited
+    assert not _known_symmetric(adata, "spatial_connectivities", edited)
+    res = colocalization(adata, inplace=False)
+    assert res.directed
+    del adata.uns["spatial_neighbors"]
+    np.testing.assert_array_equal(res.variance, colocalization(adata, inplace=False).variance)
+    # a knn graph is never taken as symmetric
+    spatial_neighbors(adata, method="knn", n_neighbors=4)
+    assert not _known_symmetric(adata, "spatial_connectivities", adata.obsp["spatial_connectivities"])

@@ -205,3 +205,16 @@ def test_composition_in_small_edge_blocks_equals_one_block(monkeypatch):
     monkeypatch.setattr(graph_module, "_EDGE_CHUNK", 7)  # many blocks, rows never split
     niche_composition(adata)
     np.testing.assert_array_equal(adata.obsm["niche_composition"], ref)
+
+
+def test_niches_with_fewer_distinct_compositions_than_n_niches_warns_and_lowers_k():
+    from spatialmultiomics._warnings import SpatialMultiOmicsWarning
+
+    adata = _adata(n=120, seed=5)
+    adata.obs["cell_type"] = pd.Categorical(["tumour"] * 120)
+    spatial_neighbors(adata, radius=60.0)
+    with pytest.warns(SpatialMultiOmicsWarning, match="only 1 distinct composition vectors"):
+        niches(adata, n_niches=4)
+    has = adata.obs["n_neighbors"].to_numpy() > 0
+    assert set(adata.obs["niche"][has]) == {"0"}
+    assert adata.uns["niche"]["centroids"].shape == (1, 1)

@@ -14,6 +14,7 @@ codes and a stored graph from a container).
 
 from __future__ import annotations
 
+import zlib
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +134,30 @@ def _get_labels(data: AnnData | MuData, label_key: str) -> tuple[np.ndarray, lis
     return codes, categories
 
 
+def _fingerprint(graph: sp.csr_matrix) -> str:
+    """CRC-32 of a CSR matrix's shape, structure and values (one sequential pass): detects changes to a graph."""
+    arrays = (graph.indptr, graph.indices, graph.data)
+    crc = zlib.crc32(np.asarray(graph.shape, dtype=np.int64).tobytes())
+    for arr in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(arr), crc)
+    return f"{graph.nnz}:{'/'.join(a.dtype.str for a in arrays)}:{crc:08x}"
+
+
+def _known_symmetric(data: AnnData | MuData, graph_key: str, graph: sp.csr_matrix) -> bool:
+    """Whether ``obsp[graph_key]`` is, unchanged, a symmetric graph written by :func:`spatial_neighbors`.
+
+    The builder records ``symmetric`` and a fingerprint of the graph in ``uns['{prefix}_neighbors']``; when the
+    stored graph still matches it, its symmetry need not be checked again (that check is a full transpose).
+    """
+    suffix = "_connectivities"
+    if not graph_key.endswith(suffix):
+        return False
+    info = data.uns.get(f"{graph_key[: -len(suffix)]}_neighbors")
+    if not isinstance(info, dict) or info.get("connectivities_key") != graph_key:
+        return False
+    return bool(info.get("symmetric", False)) and info.get("fingerprint") == _fingerprint(graph)
+
+
 def _binary_graph(graph: sp.spmatrix) -> sp.csr_matrix:
     """Return the 0/1 pattern of ``graph``: CSR with int8 ones, sorted indices, no self-loops, no explicit zeros.
 
@@ -158,11 +183,13 @@ def _binary_graph(graph: sp.spmatrix) -> sp.csr_matrix:
 _EDGE_CHUNK = 1 << 22  # edges per block in edge loops: bounded temporary memory
 
 
-def _edge_blocks(indptr: np.ndarray) -> Iterator[tuple[np.ndarray, int, int]]:
-    """Split the edges of a CSR structure into blocks of about ``_EDGE_CHUNK`` whole rows.
+def _edge_blocks(indptr: np.ndarray) -> Iterator[tuple[int, int, int, int]]:
+    """Split the edges of a CSR structure into blocks of about ``_EDGE_CHUNK`` edges made of whole rows.
 
-    Yields ``(rows, start, stop)``: the source cell of each edge ``start..stop-1`` (int64) and the edge range, so
-    ``indices[start:stop]`` are their targets. Memory per block is O(_EDGE_CHUNK).
+    Yields ``(first_row, end_row, start, stop)``: rows ``first_row .. end_row - 1`` own the edges
+    ``start .. stop - 1`` (``indices[start:stop]`` are their targets); per-edge values of the source cells are
+    ``np.repeat(values[first_row:end_row], np.diff(indptr[first_row:end_row + 1]))``. Blocks without edges are
+    skipped. Memory per block is O(_EDGE_CHUNK).
     """
     n = indptr.size - 1
     nnz = int(indptr[-1])
@@ -171,7 +198,12 @@ def _edge_blocks(indptr: np.ndarray) -> Iterator[tuple[np.ndarray, int, int]]:
     for a, b in pairwise(bounds):
         start, stop = int(indptr[a]), int(indptr[b])
         if stop > start:
-            yield np.repeat(np.arange(a, b, dtype=np.int64), np.diff(indptr[a : b + 1])), start, stop
+            yield a, b, start, stop
+
+
+def _small_int(max_value: int) -> type[np.integer]:
+    """int32 when every value fits (faster gathers and bincounts), else int64."""
+    return np.int32 if max_value < np.iinfo(np.int32).max else np.int64
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -203,12 +235,21 @@ def _index_dtype(n: int) -> type[np.integer]:
 
 def _edge_lengths(coords: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Euclidean length (µm) of edges ``i -> j``, computed in float64 blocks, returned as float32."""
+    x = np.ascontiguousarray(coords[:, 0])
+    y = np.ascontiguousarray(coords[:, 1])
+    extra = [np.ascontiguousarray(coords[:, k]) for k in range(2, coords.shape[1])]
     out = np.empty(i.size, dtype=np.float32)
     for start in range(0, i.size, _EDGE_CHUNK):
-        stop = start + _EDGE_CHUNK
-        diff = coords[i[start:stop]] - coords[j[start:stop]]
-        np.square(diff, out=diff)
-        out[start:stop] = np.sqrt(diff.sum(axis=1))
+        ii, jj = i[start : start + _EDGE_CHUNK], j[start : start + _EDGE_CHUNK]
+        total = x[ii]
+        total -= x[jj]
+        total *= total
+        for axis in (y, *extra):
+            delta = axis[ii]
+            delta -= axis[jj]
+            delta *= delta
+            total += delta
+        out[start : start + _EDGE_CHUNK] = np.sqrt(total, out=total)
     return out
 
 
@@ -424,7 +465,9 @@ def spatial_neighbors(
 
     - ``obsp['{key_added}_connectivities']``: CSR float32 (n_cells, n_cells), 1.0 per edge, no self-loops;
     - ``obsp['{key_added}_distances']``: CSR float32, edge lengths in µm, same sparsity structure;
-    - ``uns['{key_added}_neighbors']``: ``{'connectivities_key', 'distances_key', 'params', 'directed'}``.
+    - ``uns['{key_added}_neighbors']``: ``{'connectivities_key', 'distances_key', 'params', 'directed',
+      'symmetric', 'fingerprint'}`` (the fingerprint, a CRC-32 of the graph, lets later steps trust
+      ``'symmetric'`` while the stored graph is unchanged).
 
     Examples
     --------
@@ -466,6 +509,8 @@ def spatial_neighbors(
         "distances_key": dist_key,
         "params": params,
         "directed": method == "knn",
+        "symmetric": method != "knn",
+        "fingerprint": _fingerprint(conn),
     }
     logger.info(
         "spatial_neighbors(method=%r): %d cells, %d edges (%.2f per cell).",

@@ -35,6 +35,11 @@ classical BB / BW join-count variances (Cliff & Ord 1981, eqs. 1.44-1.48). FOVs 
 variances add over FOVs. z = (C - E[C]) / sd, p = two-sided normal, q = Benjamini-Hochberg over the distinct pairs
 (K(K+1)/2 unordered pairs for an undirected graph, K^2 ordered pairs for a directed one).
 
+Per sample (``sample_key``): each sample's table uses only its cells and edges, with the same formulas; the pooled
+table adds counts, means and variances over samples, so it is the stratified test. Counting is one ``bincount`` per
+block of edges (bounded memory); a graph known to be symmetric (written by ``spatial_neighbors`` and unchanged since,
+checked by a CRC-32 fingerprint) needs no transpose, otherwise reciprocated edges are counted from one transpose.
+
 The seed's "Jones-Scornecchi" score is ``(C - E) / E``; with the default ``expected="exact"``, E is the exact null
 mean above, so 0 means random mixing. ``expected="paper"`` uses the seed's literal ``E = n_a n_b / n``.
 
@@ -63,7 +68,9 @@ from spatialmultiomics.spatial._graph import (
     _get_fov,
     _get_graph,
     _get_labels,
+    _known_symmetric,
     _package_version,
+    _small_int,
 )
 
 if TYPE_CHECKING:
@@ -220,8 +227,14 @@ def _reciprocal_per_row(graph: sp.csr_matrix) -> np.ndarray:
     return np.diff(both.indptr).astype(np.float64)
 
 
-def _graph_stats(graph: sp.csr_matrix, fov: np.ndarray | None, n_fov: int) -> dict[str, np.ndarray]:
-    """Per-FOV graph sums S0, Ssq, Srec, Sout2, Sin2, Sio (each (n_fov,) float64) of a CSR graph without self-loops."""
+def _graph_stats(
+    graph: sp.csr_matrix, fov: np.ndarray | None, n_fov: int, *, symmetric: bool = False
+) -> dict[str, np.ndarray]:
+    """Per-FOV graph sums S0, Ssq, Srec, Sout2, Sin2, Sio (each (n_fov,) float64) of a CSR graph without self-loops.
+
+    ``symmetric=True`` asserts that the 0/1 graph is known to be symmetric (then every edge is reciprocated and no
+    transpose is needed); False checks.
+    """
     n = graph.shape[0]
     if np.all(graph.data == 1):  # 0/1 graph (the container path): sums from the structure alone
         if not graph.has_sorted_indices:
@@ -229,7 +242,7 @@ def _graph_stats(graph: sp.csr_matrix, fov: np.ndarray | None, n_fov: int) -> di
         out_deg = np.diff(graph.indptr).astype(np.float64)
         in_deg = np.bincount(graph.indices, minlength=n).astype(np.float64)
         sq_row = out_deg
-        rec_row = _reciprocal_per_row(graph)
+        rec_row = out_deg if symmetric else _reciprocal_per_row(graph)
     else:  # non-negative weights (the formulas hold for any weights)
         w = graph.data.astype(np.float64, copy=False)
         out_deg = np.asarray(graph.sum(axis=1)).ravel().astype(np.float64)
@@ -310,9 +323,12 @@ def _pair_counts(
     join counts; adding ``group * K^2`` to ``row_code`` splits them by group. Edges are visited in blocks, so
     temporary memory is bounded whatever the number of edges. Returns float64 (n_bins,).
     """
+    dtype = _small_int(n_bins)
+    row_code = row_code.astype(dtype, copy=False)
+    col_code = col_code.astype(dtype, copy=False)
     out = np.zeros(n_bins, dtype=np.int64)
-    for rows, start, stop in _edge_blocks(indptr):
-        key = row_code[rows]
+    for a, b, start, stop in _edge_blocks(indptr):
+        key = np.repeat(row_code[a:b], np.diff(indptr[a : b + 1]))
         key += col_code[indices[start:stop]]
         out += np.bincount(key, minlength=n_bins)
     return out.astype(np.float64)
@@ -516,6 +532,7 @@ def _colocalization_arrays(
     n_perms: int = 0,
     seed: int | None = 0,
     n_jobs: int = 1,
+    symmetric: bool = False,
 ) -> ColocalizationResult:
     """Co-localization statistics on arrays: a 0/1 CSR graph without self-loops and label codes 0..K-1.
 
@@ -551,7 +568,7 @@ def _colocalization_arrays(
     count = _pair_counts(indptr, indices, row_code, codes64, n_samples * n_types * n_types)
     count = count.reshape(n_samples, n_types, n_types)
 
-    stats = _graph_stats(graph, strata, n_strata)
+    stats = _graph_stats(graph, strata, n_strata, symmetric=symmetric)
     directed = bool(stats["Srec"].sum() != stats["S0"].sum())
     per_stratum = np.zeros((n_strata, n_types))
     np.add.at(per_stratum, (np.zeros(n, dtype=np.int64) if strata is None else strata, codes64), 1.0)
@@ -621,8 +638,9 @@ def _get_samples(data: AnnData | MuData, sample_key: str) -> tuple[np.ndarray, l
 def _check_no_cross_edges(graph: sp.csr_matrix, groups: np.ndarray, key: str, graph_key: str, what: str) -> None:
     """Raise when the graph joins cells of different groups (FOVs or samples)."""
     n_cross = 0
-    for rows, start, stop in _edge_blocks(graph.indptr):
-        n_cross += int(np.count_nonzero(groups[rows] != groups[graph.indices[start:stop]]))
+    for a, b, start, stop in _edge_blocks(graph.indptr):
+        source = np.repeat(groups[a:b], np.diff(graph.indptr[a : b + 1]))
+        n_cross += int(np.count_nonzero(source != groups[graph.indices[start:stop]]))
     if n_cross:
         msg = (
             f"obsp[{graph_key!r}] has {n_cross} edges between cells of different {what} (obs[{key!r}]); "
@@ -711,7 +729,10 @@ def colocalization(
     n_jobs = check_positive_int(n_jobs, name="n_jobs")
     codes, categories = _get_labels(data, label_key)
     samples, sample_names = (None, None) if sample_key is None else _get_samples(data, sample_key)
-    graph = _binary_graph(_get_graph(data, graph_key))
+    raw_graph = _get_graph(data, graph_key)
+    symmetric = _known_symmetric(data, graph_key, raw_graph)
+    graph = _binary_graph(raw_graph)
+    del raw_graph
     fov = _get_fov(data, fov_key)
 
     labelled = codes >= 0
@@ -737,6 +758,7 @@ def colocalization(
         n_perms=n_perms,
         seed=seed,
         n_jobs=n_jobs,
+        symmetric=symmetric,
     )
     params = {
         "label_key": label_key,

@@ -22,7 +22,15 @@ import numpy as np
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._validate import check_positive_int
-from spatialmultiomics.spatial._graph import _binary_graph, _edge_blocks, _get_graph, _get_labels, _package_version
+from spatialmultiomics._warnings import SpatialMultiOmicsWarning, warn
+from spatialmultiomics.spatial._graph import (
+    _binary_graph,
+    _edge_blocks,
+    _get_graph,
+    _get_labels,
+    _package_version,
+    _small_int,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,23 +55,22 @@ def _isolated_name(categories: list[str]) -> str:
 def _neighbour_counts(graph: sp.csr_matrix, codes: np.ndarray, n_types: int, include_self: bool) -> np.ndarray:
     """Dense (n, K) float64 counts of each type among each cell's neighbours (0/1 graph, unlabelled skipped).
 
-    The rows of ``A @ O`` (A the 0/1 adjacency, O the one-hot labels) as one ``bincount`` per block of edges.
+    The rows of ``A @ O`` (A the 0/1 adjacency, O the one-hot labels) as one ``bincount`` per block of edges;
+    unlabelled neighbours go to an extra bin K that is dropped.
     """
     n = codes.size
-    counts = np.zeros(n * n_types, dtype=np.float64)
-    labels = codes.astype(np.int64)
-    for rows, start, stop in _edge_blocks(graph.indptr):
-        nb = labels[graph.indices[start:stop]]
-        keep = nb >= 0
-        key = rows[keep] * n_types
-        key += nb[keep]
-        lo = int(rows[0]) * n_types  # the block's rows are contiguous: count into that slice only
-        hi = (int(rows[-1]) + 1) * n_types
-        counts[lo:hi] += np.bincount(key - lo, minlength=hi - lo)
-    counts = counts.reshape(n, n_types)
+    width = n_types + 1
+    labels = np.where(codes >= 0, codes, n_types).astype(_small_int(n * width))
+    counts = np.zeros((n, width), dtype=np.float64)
+    for a, b, start, stop in _edge_blocks(graph.indptr):
+        local = np.arange(b - a, dtype=labels.dtype) * width
+        key = np.repeat(local, np.diff(graph.indptr[a : b + 1]))
+        key += labels[graph.indices[start:stop]]
+        counts[a:b] = np.bincount(key, minlength=(b - a) * width).reshape(b - a, width)
+    counts = counts[:, :n_types]
     if include_self:
-        labelled = np.flatnonzero(labels >= 0)
-        counts[labelled, labels[labelled]] += 1.0
+        labelled = np.flatnonzero(codes >= 0)
+        counts[labelled, codes[labelled]] += 1.0
     return counts
 
 
@@ -159,6 +166,16 @@ def _stored_composition(
     return np.asarray(data.obsm[Keys.NICHE_COMPOSITION]), [str(c) for c in info["categories"]]
 
 
+def _n_distinct_rows(values: np.ndarray) -> int:
+    """Number of distinct rows of a (n, K) array, from one fixed random projection per row (no n x n object).
+
+    Equal rows always project to the same value; distinct rows colliding would need an exact floating-point
+    coincidence.
+    """
+    weights = np.random.default_rng(0).random(values.shape[1]) + 0.5
+    return int(np.unique(values.astype(np.float64) @ weights).size)
+
+
 def niches(
     data: AnnData | MuData,
     *,
@@ -177,7 +194,8 @@ def niches(
     data
         AnnData or MuData with labels in ``obs[label_key]`` and a graph in ``obsp[graph_key]``.
     n_niches
-        Number of neighbourhoods (k of k-means).
+        Number of neighbourhoods (k of k-means). When the composition vectors take fewer distinct values (for
+        example with a single cell type), it is lowered to that number with a ``SpatialMultiOmicsWarning``.
     label_key
         Column of ``obs`` with the cell types.
     graph_key
@@ -205,6 +223,14 @@ def niches(
     if n_ok < n_niches:
         msg = f"n_niches={n_niches} is more than the {n_ok} cells with neighbours; choose n_niches <= {n_ok}."
         raise InputError(msg)
+    n_distinct = _n_distinct_rows(frac[has])
+    if n_distinct < n_niches:
+        warn(
+            f"niches: only {n_distinct} distinct composition vectors, fewer than n_niches={n_niches}; "
+            f"using n_niches={n_distinct}.",
+            SpatialMultiOmicsWarning,
+        )
+        n_niches = n_distinct
     km = KMeans(n_clusters=n_niches, n_init=_KMEANS_N_INIT, random_state=seed).fit(frac[has].astype(np.float64))
     sizes = np.bincount(km.labels_, minlength=n_niches)
     order = np.argsort(-sizes, kind="stable")  # new label r = r-th largest cluster
