@@ -6,12 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format clean docs chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test,dev]"
+	$(BIN)/python -m pip install -q -e ".[test,dev,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,8 +19,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/spatialmultiomics demo --output demo_results --overwrite
 
-test: $(STAMP)
+# Debian's Chromium for the browser test of report.html (skipped with a message when it cannot be installed).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium could not be installed: the browser test of report.html will be skipped"
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

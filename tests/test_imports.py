@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-NAMESPACES = ["io", "align", "pp", "factorize", "annotate", "spatial", "datasets"]
+NAMESPACES = ["io", "align", "pp", "factorize", "annotate", "spatial", "datasets", "pl", "report"]
 
 
 def test_import_is_light() -> None:

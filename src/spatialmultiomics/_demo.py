@@ -45,6 +45,7 @@ def run_demo(
     save_inputs: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    figures: bool = True,
 ) -> tuple[PipelineResult, dict[str, float]]:
     """Run the pipeline on built-in data from its table files; return the result and its accuracy vs the truth."""
     from spatialmultiomics import datasets
@@ -66,6 +67,7 @@ def run_demo(
             seed=seed,
             overwrite=overwrite,
             progress=progress,
+            figures=figures,
         )
         if save_inputs is not None:
             Path(save_inputs).mkdir(parents=True, exist_ok=True)
@@ -79,4 +81,8 @@ def run_demo(
     result.mdata.uns["demo"] = {"dataset": dataset, **scores}
     if output_dir is not None:
         (Path(output_dir) / "demo_scores.json").write_text(json.dumps({"dataset": dataset, **scores}, indent=2))
+        from spatialmultiomics.report import write_report
+
+        # again, now with the accuracy against the known truth (figures are read back from figures/)
+        write_report(result, Path(output_dir) / "report.html", figures=False)
     return result, scores

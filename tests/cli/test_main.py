@@ -65,7 +65,7 @@ def _bad_table(tmp_path: Path, tables, mutate, name: str = "bad.csv") -> Path:
 def test_bad_tables_exit_2_with_one_line(tables, tmp_path: Path, mutate, message: str) -> None:
     bad = _bad_table(tmp_path, tables, mutate)
     proc = _run(["-m", "spatialmultiomics", "run", "--tx", str(bad), "--prot", str(tables["protein"]),
-                 "--output", str(tmp_path / "out")], tmp_path)
+                 "--align", "ids", "--output", str(tmp_path / "out")], tmp_path)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, proc.stderr

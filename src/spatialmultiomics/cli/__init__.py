@@ -1,5 +1,10 @@
 """Command-line interface."""
 
+from spatialmultiomics.cli import (
+    _colocalize,  # noqa: F401  (registers the colocalize command)
+    _io,  # noqa: F401  (registers the read and info commands)
+    _report,  # noqa: F401  (registers the report command)
+)
 from spatialmultiomics.cli._main import cli, main
 
 __all__ = ["cli", "main"]

@@ -14,7 +14,7 @@ import click
 
 from spatialmultiomics._errors import InputError
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "read_config"]
 
 _PLATFORM_HELP = "Visium, MERFISH, MERSCOPE, Xenium, Stereo-seq, CODEX, MIBI, IMC, CyCIF or generic (case-insensitive)"
 
@@ -30,9 +30,95 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
     logger.propagate = False
 
 
+def read_config(path: Path) -> dict:
+    """Option values from a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file: a mapping of option names."""
+    path = Path(path)
+    if not path.is_file():
+        msg = f"--config {str(path)!r}: no such file."
+        raise InputError(msg)
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml", ".json"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            msg = f"--config {str(path)!r}: unknown format {suffix!r}; use a .yaml, .yml, .json or .toml file."
+            raise InputError(msg)
+    except InputError:
+        raise
+    except Exception as err:
+        detail = " ".join(str(err).split())
+        msg = f"--config {str(path)!r}: not valid {suffix.lstrip('.').upper()} ({detail[:160]})."
+        raise InputError(msg) from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        msg = f"--config {str(path)!r}: expected a mapping of option names to values, got {type(data).__name__}."
+        raise InputError(msg)
+    return data
+
+
+def _apply_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """Eager callback of ``--config``: the file's values become the command's defaults (command-line flags win)."""
+    if value is None or ctx.resilient_parsing:
+        return
+    data = read_config(value)
+    section = data.get(ctx.info_name) if ctx.info_name else None
+    if isinstance(section, dict):  # a file with one section per command: {run: {...}, report: {...}}
+        data = section
+    names: dict[str, str] = {}
+    params = {p.name: p for p in ctx.command.params if p.name not in (None, "config", "help")}
+    for p in params.values():
+        names[p.name] = p.name
+        for opt in [*p.opts, *getattr(p, "secondary_opts", [])]:
+            names[opt.lstrip("-").replace("-", "_").lower()] = p.name
+    defaults, unknown = {}, []
+    for key, val in data.items():
+        name = names.get(str(key).lstrip("-").replace("-", "_").lower())
+        if name is None:
+            unknown.append(str(key))
+        elif params[name].multiple or params[name].nargs != 1:  # repeatable: a list, or one value
+            defaults[name] = [str(v) for v in val] if isinstance(val, list) else [str(val)]
+        else:
+            defaults[name] = val
+    if unknown:
+        allowed = sorted({n.replace("_", "-") for n in names.values()})
+        msg = f"--config {str(value)!r}: unknown option(s) {unknown} for `{ctx.info_name}`; allowed: {allowed}."
+        raise InputError(msg)
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
 def _common(func):
     func = click.option("--debug", is_flag=True, help="Show full tracebacks and debug messages.")(func)
-    return click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bar.")(func)
+    func = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bar.")(func)
+    return click.option(
+        "--config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        expose_value=False,
+        is_eager=True,
+        callback=_apply_config,
+        help="YAML or TOML file of option values (keys = option names, e.g. `n-factors: 15`); flags given on "
+        "the command line win.",
+    )(func)
+
+
+def _n_factors(value: object) -> int | str:
+    """``--n-factors``: 'auto' or a positive integer."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    msg = f"--n-factors must be 'auto' or an integer >= 1, got {value!r}."
+    raise InputError(msg)
 
 
 def _parse_extra(values: tuple[str, ...]) -> dict[str, Path]:
@@ -90,7 +176,13 @@ def cli() -> None:
     metavar="NAME=PATH",
     help="A further modality to factorize jointly, e.g. metabolite=maldi.csv (repeatable).",
 )
-@click.option("--n-factors", type=int, default=15, show_default=True, help="Number of NMF factors k.")
+@click.option(
+    "--n-factors",
+    default="auto",
+    show_default=True,
+    callback=lambda ctx, param, value: _n_factors(value),
+    help="Number of NMF factors k, or 'auto': the largest k whose factors reproduce across subsamples of the cells.",
+)
 @click.option("--radius", type=float, default=50.0, show_default=True, help="Neighbourhood radius in µm.")
 @click.option(
     "-o",
@@ -103,8 +195,9 @@ def cli() -> None:
 @click.option(
     "--markers",
     type=click.Path(path_type=Path),
-    default=None,
-    help="Marker reference (JSON / YAML / CSV); default: built-in tissue / TME reference.",
+    multiple=True,
+    help="Marker reference: a JSON / YAML / CSV file or a built-in name (immune_tme, lymphoid); repeat to combine "
+    "(later ones replace types of the same name). Default: immune_tme.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
@@ -134,7 +227,22 @@ def cli() -> None:
     show_default=True,
     help="NMF solver.",
 )
+@click.option(
+    "--align",
+    "align_route",
+    type=click.Choice(["auto", "ids", "match", "register", "spots", "adjacent"], case_sensitive=False),
+    default="auto",
+    show_default=True,
+    help="How the modalities are put on one set of cells: by ids, by matching coordinates, after registration, "
+    "by aggregating cells into spots, or adjacent sections; auto picks and logs the route.",
+)
+@click.option(
+    "--match-radius", type=float, default=5.0, show_default=True, help="Largest distance (µm) of a cell match."
+)
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty result folder.")
+@click.option(
+    "--no-figures", is_flag=True, help="Skip figures/ (faster on millions of cells); report.html is still written."
+)
 @_common
 def run(
     tx,
@@ -151,7 +259,10 @@ def run(
     annotation_method,
     expected,
     solver,
+    align_route,
+    match_radius,
     overwrite,
+    no_figures,
     quiet,
     debug,
 ) -> None:
@@ -160,7 +271,7 @@ def run(
     \b
     Writes to --output: shared_labels.csv, co_localization.csv, niche_composition.csv,
     W_transcript.npy (genes x k), W_protein.npy (proteins x k), H_shared.npy (k x cells),
-    nmf_factors.csv, factor_annotation.csv, result.h5mu.
+    nmf_factors.csv, factor_annotation.csv, result.h5mu, figures/ (PNG + SVG), report.html.
     """
     from spatialmultiomics._pipeline import run_pipeline
 
@@ -176,15 +287,18 @@ def run(
         n_factors=n_factors,
         radius=radius,
         output_dir=output,
-        markers=markers,
+        markers=(list(markers) if len(markers) > 1 else markers[0]) if markers else None,
         seed=seed,
         extra_modalities=_parse_extra(extra),
         pixel_size_um=pixel_size_um,
         annotation_method=annotation_method,
         expected=expected,
         solver=solver,
+        align=align_route,
+        match_radius=match_radius,
         overwrite=overwrite,
         progress=not quiet,
+        figures=not no_figures,
     )
     if not quiet:
         _summary(result, output)
@@ -215,8 +329,9 @@ def run(
     help="Also write the demo's input tables (transcriptomics.csv, proteomics.csv, markers.json, truth.csv) here.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty result folder.")
+@click.option("--no-figures", is_flag=True, help="Skip figures/; report.html is still written.")
 @_common
-def demo(dataset, output, n_factors, seed, save_inputs, overwrite, quiet, debug) -> None:
+def demo(dataset, output, n_factors, seed, save_inputs, overwrite, no_figures, quiet, debug) -> None:
     """Run everything on built-in data and write every output; report accuracy against the known truth."""
     from spatialmultiomics._demo import run_demo
 
@@ -229,6 +344,7 @@ def demo(dataset, output, n_factors, seed, save_inputs, overwrite, quiet, debug)
         save_inputs=save_inputs,
         overwrite=overwrite,
         progress=not quiet,
+        figures=not no_figures,
     )
     if not quiet:
         _summary(result, output)

@@ -1,0 +1,358 @@
+"""Alignment acceptance numbers (issue 5): registration, matching, end to end, adjacent sections, Visium spots, speed.
+
+All on ``smo.datasets.synthetic_tissue`` (known cell types and positions). The protein table is moved out of the
+RNA frame the way a second instrument would see it: a rigid rotation and shift, every cell jittered, 10 % of the
+cells missing, new ids, shuffled rows.
+
+Sections
+  1. automatic registration over a grid of rotations (±30°) and shifts (hundreds of µm): RMS error over the cells
+     (µm), residual, time; and the cases it must refuse;
+  2. cell matching precision / recall (match_radius 5 µm) for several jitter models, both methods;
+  3. end to end: macro-F1 of the pipeline with the moved protein table vs the same-frame result;
+  4. adjacent sections (different cells in each modality): registration error and end-to-end macro-F1;
+  5. Visium-like spots (100 µm hexagonal lattice, 55 µm spots) with a single-cell protein table;
+  6. matching time at 1,000,000 x 1,000,000 cells.
+
+Run: ``.venv/bin/python benchmarks/bench_align.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+import spatialmultiomics as smo
+from spatialmultiomics import Keys
+from spatialmultiomics._demo import score_labels
+from spatialmultiomics.align import Transform, align, match_cells, register
+from spatialmultiomics.align._spots import assign_cells_to_spots, spot_weights
+
+
+def disk_jitter(n: int, radius: float, rng: np.random.Generator) -> np.ndarray:
+    ang, r = rng.uniform(0, 2 * np.pi, n), radius * np.sqrt(rng.random(n))
+    return np.c_[r * np.cos(ang), r * np.sin(ang)]
+
+
+def jitter(n: int, model: str, rng: np.random.Generator) -> np.ndarray:
+    kind, value = model.split(":")
+    if kind == "disk":
+        return disk_jitter(n, float(value), rng)
+    return rng.normal(0.0, float(value), size=(n, 2))  # gauss:<sd per axis>
+
+
+def moved_protein(mdata, *, rotation: float, shift, seed: int, jitter_model: str = "disk:3", missing: float = 0.1):
+    rng = np.random.default_rng(seed)
+    prot = mdata["protein"]
+    n = prot.n_obs
+    xy = np.asarray(prot.obsm[Keys.SPATIAL])
+    keep = np.sort(rng.choice(n, round((1 - missing) * n), replace=False))
+    truth = Transform.from_params(rotation_deg=rotation, translation=shift, center=xy.mean(axis=0))
+    out = prot[keep].copy()
+    out.obsm[Keys.SPATIAL] = truth.apply(xy[keep] + jitter(keep.size, jitter_model, rng))
+    order = rng.permutation(out.n_obs)
+    out = out[order].copy()
+    true_ids = out.obs_names.to_numpy().copy()
+    out.obs_names = [f"codex_{i}" for i in range(out.n_obs)]
+    return out, truth, pd.Series(true_ids, index=out.obs_names)
+
+
+def error_um(est: Transform, truth: Transform, pts: np.ndarray) -> float:
+    return float(np.sqrt(((est.apply(truth.apply(pts)) - pts) ** 2).sum(axis=1).mean()))
+
+
+def section_registration(n_cells: int, quick: bool) -> None:
+    print(f"\n## 1. Automatic registration, synthetic_tissue({n_cells}), 10 % missing, jitter <= 3 µm (disk)")
+    mdata = smo.datasets.synthetic_tissue(n_cells=n_cells, seed=0)
+    xy = np.asarray(mdata["rna"].obsm[Keys.SPATIAL])
+    rotations = [-30, 0, 30] if quick else [-30, -20, -10, -5, 0, 5, 10, 20, 30]
+    shifts = [(250, -150), (-500, 400)] if quick else [(0, 0), (250, -150), (-500, 400), (800, 800)]
+    rows = []
+    for i, rot in enumerate(rotations):
+        for j, sh in enumerate(shifts):
+            prot, truth, _ = moved_protein(mdata, rotation=rot, shift=sh, seed=100 * i + j)
+            t0 = time.perf_counter()
+            res = register(prot.obsm[Keys.SPATIAL], xy, on_failure="ignore")
+            rows.append(
+                {
+                    "rotation_deg": rot,
+                    "shift_um": f"{sh[0]},{sh[1]}",
+                    "success": res.success,
+                    "method": res.method,
+                    "error_um": error_um(res.transform, truth, xy),
+                    "residual_um": res.residual_um,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+    frame = pd.DataFrame(rows)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        f"max error {frame.error_um.max():.3f} µm, all success: {frame.success.all()}, "
+        f"median {frame.seconds.median():.2f} s"
+    )
+
+    print("\n### cases that must be refused (on_failure='ignore' to see the message)")
+    side = 1500.0
+    lattice = []
+    for r in range(int(side / 86.6) + 1):
+        xs = np.arange((r % 2) * 50.0, side, 100.0)
+        lattice.append(np.c_[xs, np.full(xs.size, r * 86.6)])
+    lattice = np.vstack(lattice)
+    t = Transform.from_params(rotation_deg=20.0, translation=(300.0, 100.0))
+    cases = {
+        "hexagonal lattice (periodic), rotated 20°": (t.apply(lattice), lattice, {"max_pair_distance": 20.0}),
+        "another tissue, sections='same'": (
+            np.asarray(smo.datasets.synthetic_tissue(n_cells=3000, seed=7).obsm[Keys.SPATIAL]) + 4000.0,
+            np.asarray(smo.datasets.synthetic_tissue(n_cells=3000, seed=8).obsm[Keys.SPATIAL]),
+            {"sections": "same"},
+        ),
+        "another tissue (uniform square), auto": (
+            np.asarray(smo.datasets.synthetic_tissue(n_cells=3000, seed=7).obsm[Keys.SPATIAL]) + 4000.0,
+            np.asarray(smo.datasets.synthetic_tissue(n_cells=3000, seed=8).obsm[Keys.SPATIAL]),
+            {},
+        ),
+    }
+    for name, (mov, fix, kw) in cases.items():
+        res = register(mov, fix, on_failure="ignore", **kw)
+        print(f"- {name}: success={res.success}: {res.message}")
+
+
+def section_matching(n_cells: int) -> None:
+    print(f"\n## 2. Matching precision / recall, synthetic_tissue({n_cells}) positions, 10 % missing, radius 5 µm")
+    xy = np.asarray(smo.datasets.synthetic_tissue(n_cells=n_cells, seed=1).obsm[Keys.SPATIAL])
+    rows = []
+    for model in ("disk:3", "gauss:1", "gauss:1.5", "gauss:2", "gauss:3"):
+        rng = np.random.default_rng(0)
+        keep = np.sort(rng.choice(xy.shape[0], int(0.9 * xy.shape[0]), replace=False))
+        b = (xy + jitter(xy.shape[0], model, rng))[keep]
+        for method in ("mutual", "optimal"):
+            m = match_cells(xy, b, match_radius=5.0, method=method)
+            correct = int((keep[m.b_index] == m.a_index).sum())
+            rows.append(
+                {
+                    "jitter": model,
+                    "method": method,
+                    "precision": correct / max(1, m.n_matched),
+                    "recall": correct / b.shape[0],
+                    "n_matched": m.n_matched,
+                }
+            )
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print("disk:3 = every cell moved by at most 3 µm (uniform in a disk, RMS 2.1 µm); gauss:s = normal, s µm per axis")
+
+
+def section_end_to_end(n_cells: int, seeds: list[int], n_factors: int) -> None:
+    print(
+        f"\n## 3. End to end, synthetic_tissue({n_cells}), n_factors={n_factors}: moved protein (rotation 20°, "
+        "shift (300, -450) µm, jitter <= 3 µm, 10 % missing, new ids) vs same frame"
+    )
+    rows = []
+    for seed in seeds:
+        mdata = smo.datasets.synthetic_tissue(n_cells=n_cells, seed=seed)
+        markers = dict(mdata.uns["markers"])
+        truth = mdata.obs["true_cell_type"].astype(str)
+
+        def f1(res, idx=None, truth=truth):
+            lab = res.shared_labels.set_index("cell_id")["cell_type"]
+            t = truth if idx is None else truth.loc[idx]
+            return score_labels(t, lab)["macro_f1"]
+
+        same = smo.run_pipeline(mdata["rna"], mdata["protein"], n_factors=n_factors, markers=markers, seed=0)
+        prot, _, _ = moved_protein(mdata, rotation=20.0, shift=(300.0, -450.0), seed=seed)
+        row = {"seed": seed, "same_frame": f1(same)}
+        for label, kw in (("impute_expression", {"impute": "expression"}), ("impute_nearest", {"impute": "nearest"})):
+            t0 = time.perf_counter()
+            aligned = align({"rna": mdata["rna"], "protein": prot}, **kw)
+            t_align = time.perf_counter() - t0
+            res = smo.run_pipeline(
+                aligned["rna"], aligned["protein"], n_factors=n_factors, markers=markers, align="ids", seed=0
+            )
+            row[label] = f1(res)
+            row["align_s"] = t_align
+            row["route"] = aligned.uns["alignment"]["route"]
+        drop = smo.run_pipeline(mdata["rna"], prot, n_factors=n_factors, markers=markers, unmatched="drop", seed=0)
+        kept = drop.shared_labels["cell_id"]
+        row["drop(kept cells)"] = f1(drop, kept)
+        row["same_frame(kept cells)"] = f1(same, kept)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    gap = (frame.same_frame - frame.impute_expression).max()
+    print(f"largest macro-F1 gap to same frame (default impute='expression'): {gap:.3f}")
+
+
+def section_adjacent(n_cells: int, n_factors: int) -> None:
+    print(
+        f"\n## 4. Adjacent sections: synthetic_tissue({n_cells}); the RNA section holds a random half of the cells, "
+        "the protein section an independent random half, displaced by N(0, 5 µm) per axis (another section of the "
+        "same tissue: mostly other cells, same structure), then rotated 15° and shifted (200, -100) µm"
+    )
+    mdata = smo.datasets.synthetic_tissue(n_cells=n_cells, seed=2)
+    markers = dict(mdata.uns["markers"])
+    truth = mdata.obs["true_cell_type"].astype(str)
+    rng = np.random.default_rng(0)
+    in_rna, in_prot = rng.random(mdata.n_obs) < 0.5, rng.random(mdata.n_obs) < 0.5
+    xy = np.asarray(mdata.obsm[Keys.SPATIAL])
+    prot_xy = xy[in_prot] + rng.normal(0.0, 5.0, size=(in_prot.sum(), 2))
+    t = Transform.from_params(rotation_deg=15.0, translation=(200.0, -100.0), center=xy.mean(axis=0))
+    rna = mdata["rna"][in_rna].copy()
+    prot = mdata["protein"][in_prot].copy()
+    prot.obsm[Keys.SPATIAL] = t.apply(prot_xy)
+    prot.obs_names = [f"p{i}" for i in range(prot.n_obs)]
+    for max_rot in (180.0, 30.0):
+        res = register(prot.obsm[Keys.SPATIAL], rna.obsm[Keys.SPATIAL], on_failure="ignore", max_rotation_deg=max_rot)
+        print(
+            f"- registration, max_rotation_deg={max_rot:g}: success={res.success}, error "
+            f"{error_um(res.transform, t, xy):.1f} µm: {res.message}"
+        )
+    same = smo.run_pipeline(mdata["rna"], mdata["protein"], n_factors=n_factors, markers=markers)
+    f_same = score_labels(truth.loc[rna.obs_names], same.shared_labels.set_index("cell_id")["cell_type"])["macro_f1"]
+    rows = [{"setting": "same cells, same frame (reference)", "macro_f1": f_same, "registration_error_um": 0.0}]
+    oracle = prot.copy()
+    oracle.obsm[Keys.SPATIAL] = prot_xy
+    for label, p, kw in (
+        ("true frame, transfer", oracle, {"route": "adjacent", "transforms": {"protein": Transform.identity()}}),
+        ("registered (max_rotation_deg=30), transfer", prot, {"route": "adjacent", "max_rotation_deg": 30.0}),
+    ):
+        for k in (1, 3, 5):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                aligned = align({"rna": rna, "protein": p}, n_neighbors=k, **kw)
+            tr = Transform.from_dict(aligned.uns["alignment"]["modalities"]["protein"]["transform"])
+            err = error_um(tr, t, xy) if p is prot else 0.0
+            res = smo.run_pipeline(
+                aligned["rna"], aligned["protein"], n_factors=n_factors, markers=markers, align="ids"
+            )
+            f = score_labels(truth.loc[rna.obs_names], res.shared_labels.set_index("cell_id")["cell_type"])
+            rows.append({"setting": f"{label}, k={k}", "macro_f1": f["macro_f1"], "registration_error_um": err})
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def hex_lattice(side: float, spacing: float = 100.0) -> np.ndarray:
+    rows, j = [], 0
+    while j * spacing * np.sqrt(3) / 2 <= side:
+        xs = np.arange((j % 2) * spacing / 2, side + 1e-9, spacing)
+        rows.append(np.c_[xs, np.full(xs.size, j * spacing * np.sqrt(3) / 2)])
+        j += 1
+    return np.vstack(rows)
+
+
+def section_spots(n_cells: int, n_factors: int) -> None:
+    print(
+        f"\n## 5. Visium-like spots (100 µm hexagonal lattice, 55 µm spots) over synthetic_tissue({n_cells}); "
+        f"RNA = sum of the spot's cells' counts, protein = the single-cell table; n_factors={n_factors}"
+    )
+    rows = []
+    for scale in (1.0, 1.6):
+        mdata = smo.datasets.synthetic_tissue(n_cells=n_cells, seed=0)
+        xy = np.asarray(mdata.obsm[Keys.SPATIAL]) * scale
+        spots = hex_lattice(float(xy.max()))
+        assign = assign_cells_to_spots(xy, spots, spot_diameter=55.0)
+        w, n = spot_weights(assign, spots.shape[0], "sum")
+        occ = n > 0
+        cats = list(mdata.obs["true_cell_type"].cat.categories)
+        codes = mdata.obs["true_cell_type"].cat.codes.to_numpy()
+        inside = assign >= 0
+        comp = sp.csr_matrix(
+            (np.ones(inside.sum()), (assign[inside], codes[inside])), shape=(spots.shape[0], len(cats))
+        ).toarray()[occ]
+        comp /= comp.sum(axis=1, keepdims=True)
+        dominant = np.array(cats)[comp.argmax(axis=1)]
+        ids = [f"BC{i:05d}-1" for i in range(occ.sum())]
+        rna = ad.AnnData(
+            sp.csr_matrix(w[occ] @ mdata["rna"].X, dtype=np.float32),
+            obs=pd.DataFrame(index=ids),
+            var=mdata["rna"].var.copy(),
+        )
+        rna.obsm[Keys.SPATIAL] = spots[occ]
+        rna.uns[Keys.PROVENANCE] = {"platform": "visium", "kind": "counts"}
+        prot = mdata["protein"].copy()
+        prot.obsm[Keys.SPATIAL] = xy
+        prot.obs_names = [f"cell{i}" for i in range(prot.n_obs)]
+        res = smo.run_pipeline(rna, prot, n_factors=n_factors, markers=dict(mdata.uns["markers"]))
+        info = res.mdata.uns["alignment"]
+        exact = np.array_equal(res.mdata.obs["protein_n_cells"].to_numpy(), n[occ])
+        label = res.shared_labels.set_index("cell_id")["cell_type"].loc[ids].to_numpy()
+        W = np.asarray(res.mdata.obsm[Keys.NMF])
+        W = W / np.maximum(W.sum(axis=1, keepdims=True), 1e-12)
+        prop = np.zeros((W.shape[0], len(cats)))
+        for f, name in enumerate(res.factor_annotation["cell_type"].astype(str)):
+            if name in cats:
+                prop[:, cats.index(name)] += W[:, f]
+        prop /= np.maximum(prop.sum(axis=1, keepdims=True), 1e-12)
+        per_type = [
+            np.corrcoef(prop[:, i], comp[:, i])[0, 1]
+            for i in range(len(cats))
+            if comp[:, i].std() > 0 and prop[:, i].std() > 0
+        ]
+        rows.append(
+            {
+                "cell_spacing_x": scale,
+                "route": info["route"],
+                "spots": int(occ.sum()),
+                "cells/spot (min-median-max)": f"{n[occ].min()}-{int(np.median(n[occ]))}-{n[occ].max()}",
+                "n_cells exact": exact,
+                "dominant share (median)": float(np.median(comp.max(axis=1))),
+                "acc (spot label)": float(np.mean(label == dominant)),
+                "acc (label, share > 0.5)": float(np.mean((label == dominant)[comp.max(axis=1) > 0.5])),
+                "acc (argmax proportions)": float(np.mean(np.array(cats)[prop.argmax(axis=1)] == dominant)),
+                "corr proportions (all)": float(np.corrcoef(prop.ravel(), comp.ravel())[0, 1]),
+                "corr per type (median)": float(np.median(per_type)),
+            }
+        )
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def section_speed(n: int) -> None:
+    print(f"\n## 6. Matching time, {n:,} x {n:,} cells (10 % missing, jitter <= 3 µm)")
+    rng = np.random.default_rng(0)
+    side = np.sqrt(n * 150.0)
+    m = int(np.ceil(np.sqrt(n)))
+    step = side / m
+    grid = np.stack(np.meshgrid(np.arange(m), np.arange(m)), axis=-1).reshape(-1, 2)
+    a = (grid[np.sort(rng.choice(grid.shape[0], n, replace=False))] + 0.5 + rng.uniform(-0.35, 0.35, (n, 2))) * step
+    keep = rng.random(n) > 0.1
+    b = (a + disk_jitter(n, 3.0, rng))[keep]
+    truth = np.flatnonzero(keep)
+    for method in ("mutual", "optimal"):
+        for n_jobs in (1, 2):
+            t0 = time.perf_counter()
+            res = match_cells(a, b, match_radius=5.0, method=method, n_jobs=n_jobs)
+            dt = time.perf_counter() - t0
+            correct = int((truth[res.b_index] == res.a_index).sum())
+            print(
+                f"- {method}, n_jobs={n_jobs}: {dt:.2f} s; precision {correct / res.n_matched:.4f}, "
+                f"recall {correct / b.shape[0]:.4f}"
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller grid and sizes")
+    ap.add_argument("--cells", type=int, default=5000)
+    ap.add_argument("--factors", type=int, default=20)
+    ap.add_argument("--speed-cells", type=int, default=1_000_000)
+    args = ap.parse_args()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"load {load:.2f}, numpy {np.__version__}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
+    )
+    n = 2000 if args.quick else args.cells
+    section_registration(n, args.quick)
+    section_matching(n)
+    section_end_to_end(n, [0] if args.quick else [0, 1, 2], args.factors)
+    section_adjacent(n, args.factors)
+    section_spots(n if args.quick else 8000, 12)
+    section_speed(100_000 if args.quick else args.speed_cells)
+
+
+if __name__ == "__main__":
+    main()

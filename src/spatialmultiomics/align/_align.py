@@ -1,0 +1,824 @@
+"""``align``: put every modality on one frame and one set of observations (DESIGN §3.2).
+
+One modality is the *reference*: its observations (cells or spots) become the rows of the result, with their real
+ids, coordinates and frame. Every other modality is linked to the reference by one route:
+
+``'ids'``
+    the same cells under the same ids (joined; cells missing from a modality are dropped);
+``'match'``
+    same section, same frame: one-to-one matching within ``match_radius``;
+``'register'``
+    same cells, another frame: the transform is estimated (:func:`register`), then cells are matched;
+``'spots'``
+    the reference is Visium-like spots: the other modality's cells inside each spot's footprint are averaged
+    (intensities) or summed (counts), after registration when the frames differ;
+``'adjacent'``
+    different cells (serial sections): after registration, each reference cell receives the distance-weighted mean
+    profile of its ``n_neighbors`` nearest cells of the other modality.
+
+``route='auto'`` picks, per modality: ids when most ids are shared (and, for ids made up from row numbers, when the
+paired cells sit at the same place); spots when the reference is Visium-like; match when the cells pair up in the
+current frame clearly more often than chance; otherwise it registers, and uses the cell matching when the cells then
+pair up, or the adjacent-section transfer (with a warning) when only the tissue density matched.
+
+Reference cells left without a partner are imputed (``unmatched='impute'``) or dropped (``'drop'``). Imputation
+takes the mean partner profile of the matched cells most alike in the reference modality (``impute='expression'``,
+default) or, as the seed promised, the profile of the nearest cell of the other modality within
+``max_impute_distance`` (``impute='nearest'``; the default for empty spots). Every choice and count is logged and stored in
+``mdata.uns['alignment']``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from spatialmultiomics._errors import InputError
+from spatialmultiomics._keys import Keys
+from spatialmultiomics._log import logger
+from spatialmultiomics._mudata import make_mudata
+from spatialmultiomics._validate import check_option, check_positive, check_positive_int
+from spatialmultiomics._warnings import warn
+from spatialmultiomics.align._join import join_by_id
+from spatialmultiomics.align._match import check_coords, match_cells, nearest_cells
+from spatialmultiomics.align._register import RegistrationResult, register
+from spatialmultiomics.align._spots import assign_cells_to_spots, looks_like_spots, spot_weights
+from spatialmultiomics.align._transform import Transform
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from mudata import MuData
+
+__all__ = ["ROUTES", "align"]
+
+ROUTES = ("auto", "ids", "match", "register", "spots", "adjacent")
+#: how unmatched cells are imputed: from the nearest cell in space, or from the matched cells alike in expression
+IMPUTE = ("nearest", "expression")
+_EXPRESSION_NEIGHBORS = 10
+#: obsm key, in each non-reference modality, of the coordinates of the source cell in that modality's own frame
+SOURCE_SPATIAL = "spatial_source"
+
+
+@dataclass
+class _Link:
+    """How the rows of the reference are filled from one other modality."""
+
+    route: str
+    reason: str
+    weights: sp.csr_matrix  # (n_ref, n_other): row i = how reference row i is built from the other's cells
+    source: np.ndarray  # (n_ref,) representative source cell (-1: none)
+    status: np.ndarray  # (n_ref,) object: matched / imputed / id / aggregated / transferred / ''
+    distance: np.ndarray  # (n_ref,) µm from the reference observation to its representative source cell
+    transform: Transform = field(default_factory=Transform.identity)
+    registration: RegistrationResult | None = None
+    n_cells: np.ndarray | None = None  # spots: cells per spot
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def _one_hot(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    return sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=shape)
+
+
+def _spacing(xy: np.ndarray) -> float:
+    from scipy.spatial import cKDTree
+
+    if xy.shape[0] < 2:
+        return 1.0
+    sub = xy[:: max(1, xy.shape[0] // 20000)]
+    d, _ = cKDTree(sub).query(sub, k=2)
+    return float(np.median(d[:, 1])) * float(np.sqrt(sub.shape[0] / xy.shape[0]))
+
+
+def _kind_of(adata: AnnData, name: str) -> str:
+    prov = adata.uns.get(Keys.PROVENANCE, {})
+    kind = prov.get("kind") if isinstance(prov, Mapping) else None
+    if kind in ("counts", "intensity"):
+        return str(kind)
+    return "counts" if name == Keys.RNA else "intensity"
+
+
+def _generated_ids(adata: AnnData) -> bool:
+    prov = adata.uns.get(Keys.PROVENANCE, {})
+    return isinstance(prov, Mapping) and prov.get("id_column", None) == ""
+
+
+def _ids_link(ref: AnnData, other: AnnData, *, match_radius: float, check_place: bool) -> tuple[bool, str]:
+    """Whether ``other`` can be joined to ``ref`` on ids, and why."""
+    shared = ref.obs_names.isin(other.obs_names)
+    n_shared = int(shared.sum())
+    frac = n_shared / max(1, min(ref.n_obs, other.n_obs))
+    if frac < 0.5:
+        return False, f"{frac:.0%} of ids shared"
+    if check_place:
+        idx = other.obs_names.get_indexer(ref.obs_names[shared])
+        d = np.linalg.norm(
+            np.asarray(ref.obsm[Keys.SPATIAL])[shared, :2] - np.asarray(other.obsm[Keys.SPATIAL])[idx, :2], axis=1
+        )
+        med = float(np.median(d))
+        if med > match_radius:
+            return False, (
+                f"{frac:.0%} of ids shared, but they are row numbers and the paired cells lie a median "
+                f"{med:.3g} µm apart"
+            )
+    return True, f"{frac:.0%} of ids shared"
+
+
+def _impute(
+    status: np.ndarray,
+    rows: list[np.ndarray],
+    cols: list[np.ndarray],
+    distance: np.ndarray,
+    source: np.ndarray,
+    ref_xy: np.ndarray,
+    other_xy: np.ndarray,
+    *,
+    max_dist: float,
+    n_jobs: int,
+) -> int:
+    """Fill reference rows without a partner from the nearest other cell within ``max_dist``; returns how many."""
+    todo = np.flatnonzero(status == "")
+    if todo.size == 0 or other_xy.shape[0] == 0:
+        return 0
+    nn, d = nearest_cells(other_xy, ref_xy[todo], n_jobs=n_jobs)
+    ok = d <= max_dist
+    todo, nn, d = todo[ok], nn[ok], d[ok]
+    status[todo] = "imputed"
+    rows.append(todo)
+    cols.append(nn)
+    distance[todo] = d
+    source[todo] = nn
+    return int(todo.size)
+
+
+def _embed(X: Any, *, counts: bool, seed: int | None, n_components: int = 20) -> np.ndarray:
+    """Low-dimensional embedding of a modality's profiles (size-normalised log1p for counts, log1p otherwise)."""
+    from sklearn.decomposition import TruncatedSVD
+
+    X = sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X) else np.asarray(X, dtype=np.float64)
+    if counts:
+        tot = np.asarray(X.sum(axis=1)).ravel()
+        scale = np.divide(
+            np.median(tot[tot > 0]) if (tot > 0).any() else 1.0, tot, out=np.zeros_like(tot), where=tot > 0
+        )
+        X = sp.diags(scale) @ X if sp.issparse(X) else X * scale[:, None]
+    X = X.log1p() if sp.issparse(X) else np.log1p(np.maximum(X, 0.0))
+    k = min(n_components, X.shape[1] - 1, X.shape[0] - 1)
+    if k < 1:
+        return np.asarray(X.todense() if sp.issparse(X) else X)
+    emb = TruncatedSVD(n_components=k, random_state=seed if seed is not None else 0).fit_transform(X)
+    return emb
+
+
+def _impute_by_expression(
+    status: np.ndarray,
+    rows: list[np.ndarray],
+    cols: list[np.ndarray],
+    vals: list[np.ndarray],
+    distance: np.ndarray,
+    source: np.ndarray,
+    ref_emb: np.ndarray,
+    a_index: np.ndarray,
+    b_index: np.ndarray,
+    ref_xy: np.ndarray,
+    other_xy: np.ndarray,
+    *,
+    k: int,
+    n_jobs: int,
+) -> int:
+    """Fill reference rows without a partner with the mean partner profile of the ``k`` matched reference cells
+    whose own profiles are most alike (kNN in the reference modality's embedding)."""
+    from scipy.spatial import cKDTree
+
+    todo = np.flatnonzero(status == "")
+    if todo.size == 0 or a_index.size == 0:
+        return 0
+    k = min(k, a_index.size)
+    _, nb = cKDTree(ref_emb[a_index]).query(ref_emb[todo], k=k, workers=n_jobs)
+    nb = nb.reshape(todo.size, k)
+    status[todo] = "imputed"
+    rows.append(np.repeat(todo, k))
+    cols.append(b_index[nb].ravel())
+    vals.append(np.full(todo.size * k, 1.0 / k))
+    source[todo] = b_index[nb[:, 0]]
+    distance[todo] = np.linalg.norm(ref_xy[todo] - other_xy[source[todo]], axis=1)  # far: a cell elsewhere
+    return int(todo.size)
+
+
+def _cell_link(
+    ref_xy: np.ndarray,
+    other_xy: np.ndarray,
+    *,
+    route: str,
+    reason: str,
+    transform: Transform,
+    registration: RegistrationResult | None,
+    match_radius: float,
+    method: str,
+    unmatched: str,
+    impute: str,
+    ref_embedding: Callable[[], np.ndarray],
+    max_impute: float,
+    n_jobs: int,
+) -> _Link:
+    """Match cells one to one (other already in the reference frame), then impute or leave the rest."""
+    n_ref, n_other = ref_xy.shape[0], other_xy.shape[0]
+    m = match_cells(ref_xy, other_xy, match_radius=match_radius, method=method, n_jobs=n_jobs)
+    status = np.full(n_ref, "", dtype=object)
+    distance = np.full(n_ref, np.nan)
+    source = np.full(n_ref, -1, dtype=np.int64)
+    status[m.a_index] = "matched"
+    distance[m.a_index] = m.distance
+    source[m.a_index] = m.b_index
+    rows, cols = [m.a_index], [m.b_index]
+    vals = [np.ones(m.n_matched)]
+    n_imputed = 0
+    if unmatched == "impute" and impute == "nearest":
+        n_imputed = _impute(status, rows, cols, distance, source, ref_xy, other_xy, max_dist=max_impute, n_jobs=n_jobs)
+        vals.append(np.ones(n_imputed))
+    elif unmatched == "impute" and (status == "").any():
+        n_imputed = _impute_by_expression(
+            status,
+            rows,
+            cols,
+            vals,
+            distance,
+            source,
+            ref_embedding(),
+            m.a_index,
+            m.b_index,
+            ref_xy,
+            other_xy,
+            k=_EXPRESSION_NEIGHBORS,
+            n_jobs=n_jobs,
+        )
+    r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    counts = {
+        "n_matched": m.n_matched,
+        "n_imputed": n_imputed,
+        "impute": impute if unmatched == "impute" else "none",
+        "n_reference_unmatched": int(n_ref - m.n_matched - n_imputed),
+        "n_other_unmatched": int(n_other - m.n_matched),
+        "median_match_distance_um": float(np.median(m.distance)) if m.n_matched else float("nan"),
+    }
+    weights = sp.csr_matrix((v, (r, c)), shape=(n_ref, n_other))
+    return _Link(route, reason, weights, source, status, distance, transform, registration, counts=counts)
+
+
+def _spot_link(
+    ref_xy: np.ndarray,
+    other_xy: np.ndarray,
+    *,
+    reason: str,
+    transform: Transform,
+    registration: RegistrationResult | None,
+    how: str,
+    spot_diameter: float,
+    unmatched: str,
+    max_impute: float,
+    n_jobs: int,
+) -> _Link:
+    n_ref, n_other = ref_xy.shape[0], other_xy.shape[0]
+    assignment = assign_cells_to_spots(other_xy, ref_xy, spot_diameter=spot_diameter)
+    w, n_cells = spot_weights(assignment, n_ref, how)
+    status = np.where(n_cells > 0, "aggregated", "").astype(object)
+    distance = np.full(n_ref, np.nan)
+    source = np.full(n_ref, -1, dtype=np.int64)
+    occupied = np.flatnonzero(n_cells > 0)
+    if occupied.size:
+        nn, d = nearest_cells(other_xy, ref_xy[occupied], n_jobs=n_jobs)
+        source[occupied], distance[occupied] = nn, d
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    n_imputed = 0
+    if unmatched == "impute":
+        n_imputed = _impute(status, rows, cols, distance, source, ref_xy, other_xy, max_dist=max_impute, n_jobs=n_jobs)
+    if rows:
+        w = (w + _one_hot(np.concatenate(rows), np.concatenate(cols), (n_ref, n_other))).tocsr()
+    counts = {
+        "n_aggregated": int(occupied.size),
+        "n_imputed": n_imputed,
+        "n_reference_unmatched": int(n_ref - occupied.size - n_imputed),
+        "n_other_in_spots": int((assignment >= 0).sum()),
+        "n_other_unmatched": int((assignment < 0).sum()),
+        "cells_per_spot_median": float(np.median(n_cells[occupied])) if occupied.size else 0.0,
+        "cells_per_spot_max": int(n_cells.max()) if n_ref else 0,
+        "how": how,
+    }
+    return _Link("spots", reason, w, source, status, distance, transform, registration, n_cells=n_cells, counts=counts)
+
+
+def _adjacent_link(
+    ref_xy: np.ndarray,
+    other_xy: np.ndarray,
+    *,
+    reason: str,
+    transform: Transform,
+    registration: RegistrationResult | None,
+    n_neighbors: int,
+    max_dist: float,
+    n_jobs: int,
+) -> _Link:
+    """Distance-weighted mean of the ``n_neighbors`` nearest other cells (Gaussian weights, sigma = cell spacing)."""
+    from scipy.spatial import cKDTree
+
+    n_ref, n_other = ref_xy.shape[0], other_xy.shape[0]
+    k = min(n_neighbors, n_other)
+    d, j = cKDTree(other_xy).query(ref_xy, k=k, distance_upper_bound=max_dist, workers=n_jobs)
+    d, j = d.reshape(n_ref, k), j.reshape(n_ref, k)
+    ok = j < n_other
+    sigma = _spacing(other_xy)
+    w = np.where(ok, np.exp(-0.5 * (np.where(ok, d, 0.0) / sigma) ** 2), 0.0)
+    tot = w.sum(axis=1)
+    has = tot > 0
+    w[has] /= tot[has, None]
+    r = np.repeat(np.arange(n_ref), k)[ok.ravel()]
+    weights = sp.csr_matrix((w[ok], (r, j[ok])), shape=(n_ref, n_other))
+    status = np.where(has, "transferred", "").astype(object)
+    source = np.where(has, j[:, 0], -1).astype(np.int64)
+    distance = np.where(has, d[:, 0], np.nan)
+    counts = {
+        "n_transferred": int(has.sum()),
+        "n_reference_unmatched": int((~has).sum()),
+        "n_neighbors": k,
+        "kernel_sigma_um": sigma,
+        "median_nearest_distance_um": float(np.median(d[has, 0])) if has.any() else float("nan"),
+        "n_other_unused": int(n_other - np.unique(j[ok]).size),
+    }
+    return _Link("adjacent", reason, weights, source, status, distance, transform, registration, counts=counts)
+
+
+def _matched_fraction(ref_xy: np.ndarray, other_xy: np.ndarray, radius: float, n_jobs: int) -> tuple[float, float]:
+    """Share of cells paired in the current frame, and the share paired at a wrong offset (chance)."""
+    n = max(1, min(ref_xy.shape[0], other_xy.shape[0]))
+    frac = match_cells(ref_xy, other_xy, match_radius=radius, n_jobs=n_jobs).n_matched / n
+    s = _spacing(ref_xy)
+    null = match_cells(ref_xy, other_xy + np.array([2.5, 1.5]) * s, match_radius=radius, n_jobs=n_jobs).n_matched / n
+    return float(frac), float(null)
+
+
+def align(
+    mods: Mapping[str, AnnData],
+    *,
+    route: str = "auto",
+    reference: str | None = None,
+    match_radius: float = 5.0,
+    unmatched: str = "impute",
+    impute: str = "expression",
+    method: str = "mutual",
+    kind: str = "rigid",
+    landmarks: Mapping[str, tuple[Any, Any]] | None = None,
+    transforms: Mapping[str, Transform | Mapping[str, Any]] | None = None,
+    max_rotation_deg: float = 180.0,
+    spot_diameter: float = 55.0,
+    n_neighbors: int = 5,
+    max_impute_distance: float | None = None,
+    seed: int | None = 0,
+    n_jobs: int = 1,
+) -> MuData:
+    """Put modalities on one frame and one set of observations, with every choice and count recorded.
+
+    Parameters
+    ----------
+    mods
+        Modality name -> AnnData with ``obsm['spatial']`` in µm. Any number (>= 1).
+    route
+        ``'auto'`` (default), ``'ids'``, ``'match'``, ``'register'``, ``'spots'`` or ``'adjacent'`` (see the module
+        documentation); one route for every non-reference modality, or ``'auto'`` to pick per modality.
+    reference
+        Modality whose observations become the rows (default: the Visium-like modality when one side is spots,
+        else the first modality).
+    match_radius
+        Largest distance (µm) between two matched cells (default 5 µm); also the pairing distance of registration.
+    unmatched
+        ``'impute'``: a reference observation without a partner takes the profile of the nearest cell of the other
+        modality (within ``max_impute_distance``); ``'drop'``: it is removed. Route ``'ids'`` always drops.
+    impute
+        How a cell without a partner is imputed: ``'expression'`` (default: the mean partner profile of the 10
+        matched cells whose own reference profiles are most alike, i.e. nearest in the reference modality's
+        expression space) or ``'nearest'`` (the profile of the nearest cell of the other modality in space, the
+        seed's rule; measured: the imputed cells of a 12-type tissue got the right type 41-44 % of the time, against
+        89-91 % with ``'expression'``). Empty spots always use ``'nearest'``.
+    method
+        Cell matching: ``'mutual'`` (mutual nearest neighbours) or ``'optimal'`` (minimum-cost assignment).
+    kind
+        Transform family for registration: ``'rigid'``, ``'similarity'`` or ``'affine'``.
+    landmarks
+        Optional modality name -> ``(points_in_that_modality, same_points_in_reference)``, arrays (m, 2) in µm;
+        they replace the automatic registration for that modality.
+    transforms
+        Optional modality name -> known :class:`Transform` (or its ``to_dict()``) from that modality's frame to the
+        reference frame, e.g. ``Transform.identity()`` for sections already registered; no search is done.
+    max_rotation_deg
+        Rotations searched by the automatic registration (180: any).
+    spot_diameter
+        Spot footprint diameter in µm (Visium: 55).
+    n_neighbors
+        Cells averaged per reference observation in the adjacent-section transfer.
+    max_impute_distance
+        Largest distance (µm) for imputation and transfer; default ``5 * match_radius`` for cells (the adjacent
+        transfer uses twice that) and one spot spacing (100 µm) for spots.
+    seed
+        Seed for the subsampling inside the registration of very large clouds.
+    n_jobs
+        Threads for the KD-tree queries.
+
+    Returns
+    -------
+    MuData whose modalities share the reference's ``obs_names`` (real ids, reference order) with
+
+    - ``obsm['spatial']``: reference coordinates (µm); ``obs['fov']`` from the reference when present;
+    - ``obs['<mod>_id']``: id of the source cell of each other modality (the matched, imputed or nearest one),
+      ``obs['<mod>_status']`` (``id``, ``matched``, ``imputed``, ``aggregated``, ``transferred``),
+      ``obs['<mod>_distance_um']`` and, for spots, ``obs['<mod>_n_cells']``;
+    - in each other modality, ``X`` (and layers) built from its source cells, ``obsm['spatial']`` the reference
+      coordinates and ``obsm['spatial_source']`` the source cell's coordinates in that modality's own frame;
+    - ``uns['alignment']``: route, reference, reasons, counts (matched, imputed, dropped, unused), residual (µm),
+      transform (moving -> reference) per modality and the parameters.
+
+    Examples
+    --------
+    >>> import spatialmultiomics as smo
+    >>> mdata = smo.datasets.paper_benchmark(seed=0)
+    >>> out = align({"rna": mdata["rna"], "protein": mdata["protein"]})
+    >>> out.uns["alignment"]["route"], out.n_obs
+    ('ids', 200)
+    """
+    import anndata as ad
+
+    if not isinstance(mods, Mapping) or not mods:
+        msg = "mods must be a non-empty mapping of modality name -> AnnData."
+        raise InputError(msg)
+    for name, adata in mods.items():
+        if not isinstance(adata, ad.AnnData):
+            msg = f"mods[{name!r}] must be an AnnData, got {type(adata).__name__}."
+            raise InputError(msg)
+        if Keys.SPATIAL not in adata.obsm:
+            msg = f"mods[{name!r}] has no obsm['spatial'] coordinates (µm); alignment needs them."
+            raise InputError(msg)
+        if not adata.obs_names.is_unique:
+            dup = adata.obs_names[adata.obs_names.duplicated()][0]
+            msg = f"mods[{name!r}] has duplicate obs_names (e.g. {dup!r}); ids must be unique."
+            raise InputError(msg)
+    route = check_option(route, ROUTES, name="route")
+    radius = check_positive(match_radius, name="match_radius")
+    unmatched = check_option(unmatched, ("impute", "drop"), name="unmatched")
+    impute = check_option(impute, IMPUTE, name="impute")
+    method = check_option(method, ("mutual", "optimal"), name="method")
+    n_neighbors = check_positive_int(n_neighbors, name="n_neighbors")
+    spot_diameter = check_positive(spot_diameter, name="spot_diameter")
+    if max_impute_distance is not None:
+        max_impute_distance = check_positive(max_impute_distance, name="max_impute_distance")
+    landmarks = dict(landmarks or {})
+    given = {k: v if isinstance(v, Transform) else Transform.from_dict(v) for k, v in (transforms or {}).items()}
+    names = list(mods)
+    for arg, entries in (("landmarks", landmarks), ("transforms", given)):
+        for key in entries:
+            if key not in mods:
+                msg = f"{arg} has an entry for {key!r}, which is not one of the modalities {names}."
+                raise InputError(msg)
+    spotty = {n: looks_like_spots(mods[n]) for n in names}
+    if reference is None:
+        spots_side = [n for n in names if spotty[n][0]]
+        if route in ("auto", "spots") and spots_side and len(spots_side) < len(names):
+            reference = spots_side[0]
+        else:
+            reference = names[0]
+    elif reference not in mods:
+        msg = f"reference={reference!r} is not one of the modalities {names}."
+        raise InputError(msg)
+    params = {
+        "route": route,
+        "reference": reference,
+        "match_radius_um": radius,
+        "unmatched": unmatched,
+        "impute": impute,
+        "method": method,
+        "kind": kind,
+        "max_rotation_deg": float(max_rotation_deg),
+        "spot_diameter_um": spot_diameter,
+        "n_neighbors": n_neighbors,
+        "max_impute_distance_um": "default" if max_impute_distance is None else max_impute_distance,
+        "landmarks": sorted(landmarks),
+        "transforms": sorted(given),
+    }
+    ref = mods[reference]
+    others = [n for n in names if n != reference]
+
+    # the whole container on ids: the plain join, as before
+    if route == "ids" or (route == "auto" and not landmarks and not given):
+        checks = {
+            n: _ids_link(ref, mods[n], match_radius=radius, check_place=_generated_ids(ref) or _generated_ids(mods[n]))
+            for n in others
+        }
+        if route == "ids" or all(ok for ok, _ in checks.values()):
+            mdata = join_by_id(mods, coordinates_from=reference)
+            info = mdata.uns["alignment"]
+            info.update(
+                requested=route, reference=reference, params=params, reasons={n: why for n, (_, why) in checks.items()}
+            )
+            logger.info("alignment: joined %d modalities on ids (%d shared cells)", len(names), info["n_shared"])
+            return mdata
+
+    ref_xy = check_coords(ref.obsm[Keys.SPATIAL], name=f"mods[{reference!r}].obsm['spatial']")
+    links: dict[str, _Link] = {}
+    for name in others:
+        links[name] = _link_one(
+            name,
+            ref,
+            mods[name],
+            ref_xy,
+            route=route,
+            reference=reference,
+            spotty=spotty,
+            radius=radius,
+            unmatched=unmatched,
+            impute=impute,
+            method=method,
+            kind=kind,
+            landmarks=landmarks.get(name),
+            given=given.get(name),
+            max_rotation_deg=max_rotation_deg,
+            spot_diameter=spot_diameter,
+            n_neighbors=n_neighbors,
+            max_impute_distance=max_impute_distance,
+            seed=seed,
+            n_jobs=n_jobs,
+        )
+    return _assemble(mods, reference, ref_xy, links, params)
+
+
+def _link_one(
+    name: str,
+    ref: AnnData,
+    other: AnnData,
+    ref_xy: np.ndarray,
+    *,
+    route: str,
+    reference: str,
+    spotty: dict[str, tuple[bool, str]],
+    radius: float,
+    unmatched: str,
+    impute: str,
+    method: str,
+    kind: str,
+    landmarks: tuple[Any, Any] | None,
+    given: Transform | None,
+    max_rotation_deg: float,
+    spot_diameter: float,
+    n_neighbors: int,
+    max_impute_distance: float | None,
+    seed: int | None,
+    n_jobs: int,
+) -> _Link:
+    other_xy = check_coords(other.obsm[Keys.SPATIAL], name=f"mods[{name!r}].obsm['spatial']")
+    cell_impute = max_impute_distance if max_impute_distance is not None else 5.0 * radius
+    spot_impute = max_impute_distance if max_impute_distance is not None else 100.0
+
+    def do_register(sections: str, on_failure: str) -> RegistrationResult:
+        if given is not None:
+            msg = f"{given.kind} transform given (rotation {given.rotation_deg:.2f}°, scale {given.scale:.4g})"
+            return RegistrationResult(given, float("nan"), 0, True, msg, "given")
+        return register(
+            other_xy,
+            ref_xy,
+            kind=kind,
+            landmarks=landmarks,
+            sections=sections,
+            max_rotation_deg=max_rotation_deg,
+            max_pair_distance=radius,
+            on_failure=on_failure,
+            seed=seed,
+        )
+
+    def cells(route_: str, reason: str, reg: RegistrationResult | None) -> _Link:
+        t = reg.transform if reg is not None else Transform.identity()
+        return _cell_link(
+            ref_xy,
+            t.apply(other_xy),
+            route=route_,
+            reason=reason,
+            transform=t,
+            registration=reg,
+            match_radius=radius,
+            method=method,
+            unmatched=unmatched,
+            impute=impute,
+            ref_embedding=lambda: _embed(ref.X, counts=_kind_of(ref, reference) == "counts", seed=seed),
+            max_impute=cell_impute,
+            n_jobs=n_jobs,
+        )
+
+    def adjacent(reason: str, reg: RegistrationResult | None) -> _Link:
+        t = reg.transform if reg is not None else Transform.identity()
+        return _adjacent_link(
+            ref_xy,
+            t.apply(other_xy),
+            reason=reason,
+            transform=t,
+            registration=reg,
+            n_neighbors=n_neighbors,
+            max_dist=2.0 * cell_impute,
+            n_jobs=n_jobs,
+        )
+
+    def spots(reason: str) -> _Link:
+        reg = None
+        if landmarks is not None or given is not None:
+            reg = do_register("auto", "raise")
+        else:
+            # cells should cover the spots' tissue; if most do not sit near a spot, the frames differ
+            near = assign_cells_to_spots(other_xy, ref_xy, spot_diameter=2.0 * 100.0)
+            if np.mean(near >= 0) < 0.8:
+                reg = do_register("adjacent", "raise")
+                reason += f"; frames differ, registered on tissue density ({reg.message})"
+        t = reg.transform if reg is not None else Transform.identity()
+        how = "sum" if _kind_of(other, name) == "counts" else "mean"
+        return _spot_link(
+            ref_xy,
+            t.apply(other_xy),
+            reason=reason,
+            transform=t,
+            registration=reg,
+            how=how,
+            spot_diameter=spot_diameter,
+            unmatched=unmatched,
+            max_impute=spot_impute,
+            n_jobs=n_jobs,
+        )
+
+    if route == "match":
+        return cells("match", "route='match' requested", None)
+    if route == "register":
+        reg = do_register("same", "raise")
+        return cells("register", f"route='register' requested; {reg.message}", reg)
+    if route == "spots":
+        if not spotty[reference][0]:
+            logger.warning("route='spots': reference %r does not look like spots (%s)", reference, spotty[reference][1])
+        return spots(f"route='spots' requested; reference {spotty[reference][1]}")
+    if route == "adjacent":
+        reg = do_register("auto", "raise")
+        return adjacent(f"route='adjacent' requested; {reg.message}", reg)
+
+    # auto
+    if landmarks is None and given is None:
+        ok, why = _ids_link(ref, other, match_radius=radius, check_place=_generated_ids(ref) or _generated_ids(other))
+        if ok:
+            return _ids_only(ref, other, reason=why)
+    if spotty[reference][0] and not spotty[name][0]:
+        return spots(f"reference {reference!r} is Visium-like ({spotty[reference][1]})")
+    if spotty[name][0] and not spotty[reference][0]:
+        msg = (
+            f"modality {name!r} looks like Visium spots ({spotty[name][1]}) but the reference {reference!r} does "
+            f"not; pass reference={name!r} to aggregate cells into its spots."
+        )
+        raise InputError(msg)
+    if landmarks is None and given is None:
+        frac, null = _matched_fraction(ref_xy, other_xy, radius, n_jobs)
+        if frac >= 0.5 and frac >= null + 0.2:
+            return cells(
+                "match", f"same frame: {frac:.0%} of cells pair within {radius:g} µm (chance {null:.0%})", None
+            )
+        why = f"only {frac:.0%} of cells pair within {radius:g} µm in the given frames (chance {null:.0%})"
+    else:
+        why = "landmarks given" if given is None else "transform given"
+    reg = do_register("auto", "ignore")
+    if not reg.success:
+        msg = (
+            f"alignment of {name!r} onto {reference!r}: {why}, and automatic registration failed: {reg.message}. "
+            "Pass landmarks={...}, max_rotation_deg=..., or an explicit route."
+        )
+        raise InputError(msg)
+    if reg.method in ("points", "landmarks", "given"):
+        link = cells("register", f"{why}; {reg.message}", reg)
+        frac = link.counts["n_matched"] / max(1, min(ref_xy.shape[0], other_xy.shape[0]))
+        if reg.method == "points" or frac >= 0.5:
+            return link
+    reason = f"{why}; {reg.message}; the cells do not pair up one to one, so the sections are treated as adjacent"
+    warn(
+        f"alignment of {name!r}: {reason}. Profiles are transferred from the {n_neighbors} nearest cells; "
+        "expect cell-level errors (see docs/alignment.md)."
+    )
+    return adjacent(reason, reg)
+
+
+def _ids_only(ref: AnnData, other: AnnData, *, reason: str) -> _Link:
+    idx = other.obs_names.get_indexer(ref.obs_names)
+    ok = np.flatnonzero(idx >= 0)
+    n_ref = ref.n_obs
+    status = np.where(idx >= 0, "id", "").astype(object)
+    source = idx.astype(np.int64)
+    d = np.full(n_ref, np.nan)
+    d[ok] = np.linalg.norm(
+        np.asarray(ref.obsm[Keys.SPATIAL])[ok, :2] - np.asarray(other.obsm[Keys.SPATIAL])[idx[ok], :2], axis=1
+    )
+    counts = {
+        "n_matched": int(ok.size),
+        "n_reference_unmatched": int(n_ref - ok.size),
+        "n_other_unmatched": int(other.n_obs - ok.size),
+    }
+    return _Link("ids", reason, _one_hot(ok, idx[ok], (n_ref, other.n_obs)), source, status, d, counts=counts)
+
+
+def _apply_weights(w: sp.csr_matrix, X: Any) -> Any:
+    dtype = np.result_type(X.dtype, np.float32)
+    out = w @ X
+    if sp.issparse(out):
+        return sp.csr_matrix(out, dtype=dtype)
+    return np.asarray(out, dtype=dtype)
+
+
+def _assemble(
+    mods: Mapping[str, AnnData], reference: str, ref_xy: np.ndarray, links: dict[str, _Link], params: dict
+) -> MuData:
+    import anndata as ad
+
+    ref = mods[reference]
+    n_ref = ref.n_obs
+    keep = np.ones(n_ref, dtype=bool)
+    for link in links.values():
+        keep &= link.status != ""
+    kept = np.flatnonzero(keep)
+    if kept.size == 0:
+        details = "; ".join(f"{n}: {lk.route}, {lk.counts}" for n, lk in links.items())
+        msg = f"no {reference!r} observation has a partner in every modality ({details})."
+        raise InputError(msg)
+    ids = ref.obs_names[kept]
+    out: dict[str, AnnData] = {}
+    obs_cols: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    for name, adata in mods.items():
+        if name == reference:
+            out[name] = adata if kept.size == n_ref else adata[kept].copy()
+            continue
+        link = links[name]
+        w = link.weights[kept]
+        src = link.source[kept]
+        one_to_one = link.route in ("ids", "match", "register")
+        obs = adata.obs.iloc[src].copy() if one_to_one else pd.DataFrame(index=np.arange(kept.size))
+        obs.index = ids.copy()
+        obs["source_id"] = adata.obs_names[src].to_numpy().astype(str)
+        new = ad.AnnData(_apply_weights(w, adata.X), obs=obs, var=adata.var.copy())
+        for key, layer in adata.layers.items():
+            new.layers[key] = _apply_weights(w, layer)
+        new.uns.update(adata.uns)
+        new.obsm[Keys.SPATIAL] = ref_xy[kept].copy()
+        new.obsm[SOURCE_SPATIAL] = np.asarray(adata.obsm[Keys.SPATIAL], dtype=np.float64)[src, :2]
+        out[name] = new
+        obs_cols[f"{name}_id"] = adata.obs_names[src].to_numpy().astype(str)
+        obs_cols[f"{name}_status"] = pd.Categorical(link.status[kept].astype(str))
+        obs_cols[f"{name}_distance_um"] = link.distance[kept]
+        if link.n_cells is not None:
+            obs_cols[f"{name}_n_cells"] = link.n_cells[kept]
+        reg = link.registration
+        entry = {
+            "route": link.route,
+            "reason": link.reason,
+            "n_obs": int(adata.n_obs),
+            **link.counts,
+            "n_used": int(np.unique(w.indices).size),
+            "transform": link.transform.to_dict(),
+            "residual_um": float(reg.residual_um) if reg is not None else float("nan"),
+        }
+        if reg is not None:
+            entry["registration"] = reg.to_dict()
+        summary[name] = entry
+        logger.info(
+            "alignment %s -> %s: route %s (%s); %s",
+            name,
+            reference,
+            link.route,
+            link.reason,
+            ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in link.counts.items()),
+        )
+    mdata = make_mudata(out)
+    mdata.obsm[Keys.SPATIAL] = ref_xy[kept].copy()
+    if Keys.FOV in ref.obs:
+        mdata.obs[Keys.FOV] = pd.Categorical(ref.obs[Keys.FOV].iloc[kept].astype(str).to_numpy())
+    for col, values in obs_cols.items():
+        mdata.obs[col] = values
+    routes = {lk.route for lk in links.values()}
+    dropped = {reference: int(n_ref - kept.size)}
+    for name in links:
+        dropped[name] = int(mods[name].n_obs - summary[name]["n_used"])
+    mdata.uns["alignment"] = {
+        "route": routes.pop() if len(routes) == 1 else "mixed",
+        "requested": params["route"],
+        "reference": reference,
+        "coordinates_from": reference,
+        "n_shared": int(kept.size),
+        "n_reference": int(n_ref),
+        "n_reference_dropped": int(n_ref - kept.size),
+        "dropped": dropped,
+        "modalities": summary,
+        "params": params,
+    }
+    if kept.size < n_ref:
+        logger.warning(
+            "alignment: %d of %d %s observations have no partner and are dropped.", n_ref - kept.size, n_ref, reference
+        )
+    return mdata

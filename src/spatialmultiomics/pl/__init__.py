@@ -1,0 +1,22 @@
+"""Plots: each reads one stored result and draws it (matplotlib Figure/Axes, no pyplot needed)."""
+
+from spatialmultiomics.pl._align import alignment_overlay
+from spatialmultiomics.pl._factors import factor_loadings, factor_maps, k_selection
+from spatialmultiomics.pl._nhood import colocalization
+from spatialmultiomics.pl._save import figure_specs, iter_figures, save_figures
+from spatialmultiomics.pl._spatial import niches, spatial_cell_types
+from spatialmultiomics.pl._utils import cell_type_colors
+
+__all__ = [
+    "alignment_overlay",
+    "cell_type_colors",
+    "colocalization",
+    "factor_loadings",
+    "factor_maps",
+    "figure_specs",
+    "iter_figures",
+    "k_selection",
+    "niches",
+    "save_figures",
+    "spatial_cell_types",
+]

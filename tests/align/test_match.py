@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from spatialmultiomics import InputError
+from spatialmultiomics.align import match_cells
+from spatialmultiomics.align._match import nearest_cells
+
+
+def _planted(jittered_grid, disk_jitter, n: int = 4000, jitter: float = 3.0, missing: float = 0.1, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    a = jittered_grid(n, rng)
+    keep = np.sort(rng.choice(n, int((1 - missing) * n), replace=False))
+    b = (a + disk_jitter(n, jitter, rng))[keep]
+    perm = rng.permutation(keep.size)
+    return a, b[perm], keep[perm]  # truth: b[i] is a[truth[i]]
+
+
+@pytest.mark.parametrize("method", ["mutual", "optimal"])
+def test_precision_recall_with_jitter_and_missing(jittered_grid, disk_jitter, method: str) -> None:
+    a, b, truth = _planted(jittered_grid, disk_jitter)
+    m = match_cells(a, b, match_radius=5.0, method=method)
+    correct = int((truth[m.b_index] == m.a_index).sum())
+    precision, recall = correct / m.n_matched, correct / b.shape[0]
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall)
+    # one to one, within the radius, sorted, distances right
+    assert np.unique(m.a_index).size == m.n_matched and np.unique(m.b_index).size == m.n_matched
+    assert (np.diff(m.a_index) > 0).all()
+    np.testing.assert_allclose(m.distance, np.linalg.norm(a[m.a_index] - b[m.b_index], axis=1))
+    assert m.distance.max() <= 5.0
+    assert (m.n_a, m.n_b) == (a.shape[0], b.shape[0])
+
+
+def test_mutual_rounds_recover_second_choices() -> None:
+    # b0 is nearest to both a0 and a1; a1's only other candidate b1 is matched in round 2
+    a = np.array([[0.0, 0.0], [2.0, 0.0]])
+    b = np.array([[0.5, 0.0], [5.5, 0.0]])
+    one = match_cells(a, b, match_radius=4.0, n_rounds=1)
+    assert list(zip(one.a_index, one.b_index, strict=True)) == [(0, 0)]
+    more = match_cells(a, b, match_radius=4.0, n_rounds=3)
+    assert list(zip(more.a_index, more.b_index, strict=True)) == [(0, 0), (1, 1)]
+
+
+def _brute_force_cost(a: np.ndarray, b: np.ndarray, r: float) -> tuple[float, int]:
+    """Dense augmented assignment: pair cost = distance (if <= r), unmatched cell cost = r."""
+    na, nb = a.shape[0], b.shape[0]
+    big = 1e6
+    d = np.linalg.norm(a[:, None] - b[None], axis=2)
+    cost = np.full((na + nb, nb + na), big)
+    cost[:na, :nb] = np.where(d <= r, d, big)
+    cost[:na, nb:] = np.where(np.eye(na, dtype=bool), r, big)
+    cost[na:, :nb] = np.where(np.eye(nb, dtype=bool), r, big)
+    cost[na:, nb:] = np.where((d <= r).T, 0.0, big)
+    ri, ci = linear_sum_assignment(cost)
+    pairs = (ri < na) & (ci < nb)
+    return float(cost[ri, ci][(ri < na) | (ci < nb)].sum() - 0.0), int(pairs.sum())
+
+
+def test_optimal_equals_brute_force_assignment() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        a = rng.uniform(0, 40, size=(30, 2))
+        b = rng.uniform(0, 40, size=(25, 2))
+        m = match_cells(a, b, match_radius=6.0, method="optimal")
+        cost = m.distance.sum() + 6.0 * (a.shape[0] - m.n_matched) + 6.0 * (b.shape[0] - m.n_matched)
+        ref_cost, _ = _brute_force_cost(a, b, 6.0)
+        assert cost == pytest.approx(ref_cost, abs=1e-6)
+        assert np.unique(m.b_index).size == m.n_matched
+
+
+def test_nothing_within_radius_and_empty_inputs() -> None:
+    a = np.array([[0.0, 0.0]])
+    b = np.array([[100.0, 0.0]])
+    for method in ("mutual", "optimal"):
+        assert match_cells(a, b, method=method).n_matched == 0
+        assert match_cells(np.empty((0, 2)), b, method=method).n_matched == 0
+
+
+def test_nearest_cells() -> None:
+    idx, d = nearest_cells(np.array([[0.0, 0.0], [10.0, 0.0]]), np.array([[9.0, 0.0], [-1.0, 0.0]]))
+    assert idx.tolist() == [1, 0]
+    np.testing.assert_allclose(d, [1.0, 1.0])
+
+
+def test_bad_inputs() -> None:
+    xy = np.zeros((3, 2))
+    with pytest.raises(
+        InputError, match=r"a_coords must be an array of shape \(n, 2\) \(x, y in µm\), got shape \(3,\)"
+    ):
+        match_cells(np.zeros(3), xy)
+    with pytest.raises(InputError, match="b_coords contains NaN or infinite coordinates"):
+        match_cells(xy, np.full((2, 2), np.nan))
+    with pytest.raises(InputError, match="match_radius must be a finite number > 0, got 0"):
+        match_cells(xy, xy, match_radius=0)
+    with pytest.raises(InputError, match=r"method must be one of \['mutual', 'optimal'\], got 'greedy'"):
+        match_cells(xy, xy, method="greedy")
