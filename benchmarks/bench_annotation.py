@@ -28,6 +28,7 @@ from spatialmultiomics._demo import score_labels
 
 def seed_method(mdata, n_factors: int) -> pd.Series:
     """The seed skill file's pipeline, crash fixes only (hstack instead of vstack, best_corr from -inf)."""
+
     def minmax(X):
         X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
         return (X - X.min(0)) / (X.max(0) - X.min(0) + 1e-10)
@@ -35,7 +36,9 @@ def seed_method(mdata, n_factors: int) -> pd.Series:
     rna, prot = minmax(mdata["rna"].X), minmax(mdata["protein"].X)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        W = NMF(n_components=n_factors, init="nndsvd", max_iter=500, random_state=42).fit_transform(np.hstack([rna, prot]))
+        W = NMF(n_components=n_factors, init="nndsvd", max_iter=500, random_state=42).fit_transform(
+            np.hstack([rna, prot])
+        )
     genes = list(mdata["rna"].var_names)
     markers = mdata.uns["markers"]
     names = []
@@ -53,14 +56,22 @@ def seed_method(mdata, n_factors: int) -> pd.Series:
 
 def run_ours(mdata, n_factors: int, method: str, seed: int = 0):
     t0 = time.perf_counter()
-    res = smo.run_pipeline(mdata["rna"], mdata["protein"], n_factors=n_factors, markers=dict(mdata.uns["markers"]),
-                           annotation_method=method, seed=seed)
+    res = smo.run_pipeline(
+        mdata["rna"],
+        mdata["protein"],
+        n_factors=n_factors,
+        markers=dict(mdata.uns["markers"]),
+        annotation_method=method,
+        seed=seed,
+    )
     return res.shared_labels.set_index("cell_id")["cell_type"], time.perf_counter() - t0
 
 
 def per_type_f1(truth: pd.Series, pred: pd.Series) -> pd.Series:
     labels = sorted(truth.unique())
-    return pd.Series(f1_score(truth, pred.reindex(truth.index), labels=labels, average=None, zero_division=0), index=labels)
+    return pd.Series(
+        f1_score(truth, pred.reindex(truth.index), labels=labels, average=None, zero_division=0), index=labels
+    )
 
 
 def main() -> None:
@@ -69,8 +80,10 @@ def main() -> None:
     ap.add_argument("--tissue-cells", type=int, default=5000)
     ap.add_argument("--tissue-factors", type=int, default=20)
     args = ap.parse_args()
-    print(f"# {time.strftime('%Y-%m-%d')} {platform.node()} {platform.processor() or platform.machine()}, "
-          f"spatialmultiomics {smo.__version__}")
+    print(
+        f"# {time.strftime('%Y-%m-%d')} {platform.node()} {platform.processor() or platform.machine()}, "
+        f"spatialmultiomics {smo.__version__}"
+    )
 
     print(f"\n## Paper benchmark (Section 3.1), {args.seeds} seeds, n_factors=4, its markers")
     rows = []
@@ -86,8 +99,10 @@ def main() -> None:
         rows.append(row)
     frame = pd.DataFrame(rows)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"min accuracy: ours(default) {frame.acc_auto.min():.3f}, ours(paper rule) {frame.acc_paper.min():.3f}, "
-          f"seed code {frame.acc_seed_code.min():.3f}; median end-to-end seconds (default) {frame.s_auto.median():.3f}")
+    print(
+        f"min accuracy: ours(default) {frame.acc_auto.min():.3f}, ours(paper rule) {frame.acc_paper.min():.3f}, "
+        f"seed code {frame.acc_seed_code.min():.3f}; median end-to-end seconds (default) {frame.s_auto.median():.3f}"
+    )
 
     print(f"\n## Hard synthetic tissue, {args.tissue_cells} cells, n_factors={args.tissue_factors}")
     mdata = smo.datasets.synthetic_tissue(n_cells=args.tissue_cells, seed=0)
@@ -104,7 +119,10 @@ def main() -> None:
         f1 = per_type_f1(truth, pred)
         table[name] = {**s, "seconds": secs, "types_predicted": int((f1 > 0).sum()), **f1.round(3).to_dict()}
     out = pd.DataFrame(table)
-    print(f"{n_types} types; fractions: " + ", ".join(f"{k} {v:.3f}" for k, v in truth.value_counts(normalize=True).items()))
+    print(
+        f"{n_types} types; fractions: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in truth.value_counts(normalize=True).items())
+    )
     print(out.to_string(float_format=lambda v: f"{v:.3f}"))
 
 

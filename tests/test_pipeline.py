@@ -26,8 +26,14 @@ def test_seed_api_verbatim_writes_every_file(paper_tables, tmp_path: Path) -> No
     files, truth = paper_tables
     out = tmp_path / "results"
     result = run_pipeline(
-        transcript_path=str(files["rna"]), protein_path=str(files["protein"]), platform_tx="Visium",
-        platform_prot="CODEX", n_factors=4, radius=50.0, output_dir=str(out), markers=files["markers"],
+        transcript_path=str(files["rna"]),
+        protein_path=str(files["protein"]),
+        platform_tx="Visium",
+        platform_prot="CODEX",
+        n_factors=4,
+        radius=50.0,
+        output_dir=str(out),
+        markers=files["markers"],
     )
     n = len(truth)
     assert result.W_transcript.shape == (500, 4)
@@ -35,8 +41,17 @@ def test_seed_api_verbatim_writes_every_file(paper_tables, tmp_path: Path) -> No
     assert result.H_shared.shape == (4, n)
     assert set(truth) <= set(result.cell_types) <= {*truth, "Unknown"}
     assert score_labels(truth, result.shared_labels.set_index("cell_id")["cell_type"])["accuracy"] >= 0.99
-    expected = {"shared_labels.csv", "co_localization.csv", "niche_composition.csv", "W_transcript.npy",
-                "W_protein.npy", "H_shared.npy", "nmf_factors.csv", "factor_annotation.csv", "result.h5mu"}
+    expected = {
+        "shared_labels.csv",
+        "co_localization.csv",
+        "niche_composition.csv",
+        "W_transcript.npy",
+        "W_protein.npy",
+        "H_shared.npy",
+        "nmf_factors.csv",
+        "factor_annotation.csv",
+        "result.h5mu",
+    }
     assert expected <= {p.name for p in out.iterdir()}
     labels = pd.read_csv(out / "shared_labels.csv")
     assert list(labels.columns[:4]) == ["cell_id", "x", "y", "cell_type"]
@@ -62,8 +77,13 @@ def test_seed_api_verbatim_writes_every_file(paper_tables, tmp_path: Path) -> No
 
 def test_deterministic_and_existing_folder_protected(paper_tables, tmp_path: Path) -> None:
     files, _ = paper_tables
-    kw = dict(transcript_path=files["rna"], protein_path=files["protein"], n_factors=4,
-              markers=files["markers"], seed=3)
+    kw = {
+        "transcript_path": files["rna"],
+        "protein_path": files["protein"],
+        "n_factors": 4,
+        "markers": files["markers"],
+        "seed": 3,
+    }
     a = smo.run_pipeline(**kw, output_dir=tmp_path / "r")
     b = smo.run_pipeline(**kw)
     np.testing.assert_array_equal(a.H_shared, b.H_shared)
@@ -85,8 +105,14 @@ def test_three_modalities(tmp_path: Path) -> None:
     met_ad = ad.AnnData(met, obs=pd.DataFrame(index=mdata.obs_names))
     met_ad.var_names = [f"m/z_{i}" for i in range(6)]
     met_ad.obsm[Keys.SPATIAL] = np.asarray(mdata.obsm[Keys.SPATIAL])
-    res = smo.run_pipeline(mdata["rna"], mdata["protein"], n_factors=4, markers=dict(mdata.uns["markers"]),
-                           extra_modalities={"metabolite": met_ad}, output_dir=tmp_path / "r")
+    res = smo.run_pipeline(
+        mdata["rna"],
+        mdata["protein"],
+        n_factors=4,
+        markers=dict(mdata.uns["markers"]),
+        extra_modalities={"metabolite": met_ad},
+        output_dir=tmp_path / "r",
+    )
     assert set(res.feature_loadings) == {"rna", "protein", "metabolite"}
     assert res.feature_loadings["metabolite"].shape == (6, 4)
     assert np.load(tmp_path / "r" / "W_metabolite.npy").shape == (6, 4)

@@ -17,6 +17,7 @@ import pandas as pd
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
+from spatialmultiomics._memory import PeakRSS
 from spatialmultiomics._validate import check_option, check_positive, check_positive_int
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ def run_pipeline(
     protein_path: PathLike | AnnData | None = None,
     platform_tx: str | None = "generic",
     platform_prot: str | None = "generic",
-    n_factors: int = 15,
+    n_factors: int | str = 15,
     radius: float = 50.0,
     output_dir: PathLike | None = None,
     markers: PathLike | Mapping[str, Any] | None = None,
@@ -215,6 +216,9 @@ def run_pipeline(
     *,
     extra_modalities: Mapping[str, PathLike | AnnData] | None = None,
     pixel_size_um: float | Mapping[str, float] | None = None,
+    align: str = "auto",
+    match_radius: float = 5.0,
+    unmatched: str = "impute",
     annotation_method: str = "auto",
     expected: str = "exact",
     solver: str = "hals",
@@ -225,6 +229,7 @@ def run_pipeline(
     protein_transform: str = "arcsinh",
     overwrite: bool = False,
     progress: bool = False,
+    figures: bool = True,
 ) -> PipelineResult:
     """Run the whole analysis from files (or AnnData objects) to every result, and optionally write them.
 
@@ -239,7 +244,9 @@ def run_pipeline(
         Instrument names (case-insensitive), e.g. ``'Visium'`` and ``'CODEX'``; with a table they are recorded in
         the provenance. Must be an RNA and a protein platform respectively (or ``'generic'``).
     n_factors
-        Number of NMF factors k.
+        Number of NMF factors k, or ``'auto'``: k chosen by :func:`smo.factorize.select_n_factors` (the largest
+        k whose factors reproduce across subsamples of the cells; the stability and reconstruction-error curves
+        are stored in ``mdata.uns['nmf']['k_selection']``).
     radius
         Neighbourhood radius in µm for the spatial graph (niches and co-localization).
     output_dir
@@ -254,6 +261,15 @@ def run_pipeline(
         factorization like any other block.
     pixel_size_um
         Micrometres per coordinate unit of the inputs (one value, or per modality name); default 1.
+    align
+        How the modalities are put on one set of observations: ``'auto'`` (default: ids when they match, spots when
+        one side is Visium-like, registration + cell matching when the frames differ), ``'ids'``, ``'match'``,
+        ``'register'``, ``'spots'`` or ``'adjacent'``; see :func:`smo.align.align`.
+    match_radius
+        Largest distance in µm between two matched cells of different modalities.
+    unmatched
+        ``'impute'`` (a cell without a partner gets the mean partner profile of the matched cells most alike in the
+        reference modality; see :func:`smo.align.align`) or ``'drop'``.
     annotation_method
         ``'auto'`` (default) or ``'paper'`` (the seed's top-10 / top-5 rule); see :func:`smo.annotate.annotate`.
     expected
@@ -267,6 +283,9 @@ def run_pipeline(
         Replace a non-empty ``output_dir``.
     progress
         Show a progress bar over the stages.
+    figures
+        With ``output_dir``: also draw every figure into ``figures/`` (PNG + SVG) and embed them in
+        ``report.html`` (the report is written either way).
 
     Returns
     -------
@@ -283,9 +302,14 @@ def run_pipeline(
     """
     from threadpoolctl import threadpool_limits
 
-    from spatialmultiomics import align, annotate, factorize, io, pp, spatial
+    from spatialmultiomics import annotate, factorize, io, pp, spatial
+    from spatialmultiomics.align import align as align_modalities
+    from spatialmultiomics.align._align import ROUTES
 
-    n_factors = check_positive_int(n_factors, name="n_factors")
+    n_factors = _check_n_factors(n_factors)
+    align = check_option(align, ROUTES, name="align")
+    match_radius = check_positive(match_radius, name="match_radius")
+    unmatched = check_option(unmatched, ("impute", "drop"), name="unmatched")
     radius = check_positive(radius, name="radius")
     annotation_method = check_option(annotation_method, ("auto", "paper"), name="annotation_method")
     expected = check_option(expected, ("exact", "paper"), name="expected")
@@ -303,6 +327,8 @@ def run_pipeline(
 
     stages = ["read", "align", "preprocess", "factorize", "annotate", "spatial", "write"]
     timings: dict[str, float] = {}
+    peak_rss: dict[str, float] = {}  # MiB, per stage
+    monitor = PeakRSS().__enter__()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -311,7 +337,8 @@ def run_pipeline(
 
     def done(stage: str, t0: float) -> float:
         timings[stage] = time.perf_counter() - t0
-        logger.info("%-10s %.3f s", stage, timings[stage])
+        peak_rss[stage] = monitor.lap()
+        logger.info("%-10s %.3f s, peak RSS %.0f MiB", stage, timings[stage], peak_rss[stage])
         if bar is not None:
             bar.set_postfix_str(stage)
             bar.update(1)
@@ -323,7 +350,7 @@ def run_pipeline(
             transcript_path, protein_path, platform_tx, platform_prot, extra_modalities, pixel_size_um
         )
         t = done("read", t)
-        mdata = align.join_by_id(mods)
+        mdata = align_modalities(mods, route=align, match_radius=match_radius, unmatched=unmatched, seed=seed)
         t = done("align", t)
         pp.preprocess(
             mdata, n_top_genes=n_top_genes, rna_normalization=rna_normalization, protein_transform=protein_transform
@@ -332,14 +359,21 @@ def run_pipeline(
         # BLAS threads cost more than they give on small products and stall badly on a busy machine
         # (measured 7x slower with 2 threads on 5,000 cells under load); large problems keep the default.
         with threadpool_limits(limits=1 if mdata.n_obs * mdata.n_vars < 5e7 else None, user_api="blas"):
+            selection = None
+            if n_factors == "auto":  # k from the stability of the factors over subsamples
+                selection = factorize.select_n_factors(
+                    mdata, solver=solver, modality_weights=modality_weights, seed=seed, inplace=False
+                )
             factorize.joint_nmf(
                 mdata,
-                n_components=n_factors,
+                n_components=n_factors if selection is None else selection.k,
                 solver=solver,
                 modality_weights=modality_weights,
                 max_iter=max_iter,
                 seed=seed,
             )
+        if selection is not None:
+            factorize.store_k_selection(mdata, selection)
         t = done("factorize", t)
         annotate.annotate(mdata, markers=markers, method=annotation_method)
         t = done("annotate", t)
@@ -370,9 +404,14 @@ def run_pipeline(
             "params": {
                 "platform_tx": str(platform_tx),
                 "platform_prot": str(platform_prot),
-                "n_factors": n_factors,
+                "n_factors": int(W.shape[1]),
+                "n_factors_requested": n_factors,
                 "radius_um": radius,
                 "seed": seed,
+                "align": align,
+                "align_route": str(mdata.uns.get("alignment", {}).get("route", align)),
+                "match_radius_um": match_radius,
+                "unmatched": unmatched,
                 "annotation_method": annotation_method,
                 "expected": expected,
                 "solver": solver,
@@ -384,16 +423,34 @@ def run_pipeline(
             },
             "versions": _versions(),
             "timings_s": dict(timings),
+            "peak_rss_mib": dict(peak_rss),
         }
         if output_dir is not None:
-            io.write_results(result, output_dir, overwrite=overwrite)
+            io.write_results(
+                result, output_dir, overwrite=overwrite, figures=figures, started=time.time() - sum(timings.values())
+            )
             result.output_dir = Path(output_dir)
         done("write", t)
         mdata.uns[Keys.PIPELINE]["timings_s"] = dict(timings)
+        mdata.uns[Keys.PIPELINE]["peak_rss_mib"] = dict(peak_rss)
     finally:
+        monitor.__exit__(None, None, None)
         if bar is not None:
             bar.close()
     return result
+
+
+def _check_n_factors(n_factors: Any) -> int | str:
+    """``'auto'`` or a positive integer."""
+    if isinstance(n_factors, str) and n_factors.strip().lower() == "auto":
+        return "auto"
+    if isinstance(n_factors, str) and n_factors.strip().isdigit():
+        n_factors = int(n_factors.strip())
+    try:
+        return check_positive_int(n_factors, name="n_factors")
+    except InputError:
+        msg = f"n_factors must be 'auto' or an integer >= 1, got {n_factors!r}."
+        raise InputError(msg) from None
 
 
 def _versions() -> dict[str, str]:

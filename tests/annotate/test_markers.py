@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from spatialmultiomics._errors import InputError
-from spatialmultiomics.annotate import MarkerSet, builtin_markers, load_markers
-from spatialmultiomics.annotate._markers import ALIASES, canonical_name, match_markers
+from spatialmultiomics.annotate import MarkerSet, builtin_markers, load_markers, merge_markers
+from spatialmultiomics.annotate._markers import ALIASES, canonical_name, feature_name_variants, match_markers
 
 SIMPLE = {
     "T cells": {"genes": ["CD3E", "CD2"], "proteins": ["CD3"]},
@@ -162,3 +162,76 @@ def test_match_markers_returns_every_type_and_modality():
     assert out["Epithelial"]["protein"].tolist() == [2, 0]
     assert all(v.dtype == np.int64 for t in out.values() for v in t.values())
     json.dumps({t: {m: v.tolist() for m, v in d.items()} for t, d in out.items()})
+
+
+@pytest.mark.parametrize(
+    ("feature", "variants"),
+    [
+        ("hg19_CD3E", ["CD3E"]),
+        ("GRCh38_MS4A1", ["MS4A1"]),
+        ("mm10---Cd3e", ["Cd3e"]),
+        ("MHCII (HLA-DR)", ["MHCII", "HLA-DR"]),
+        ("IL7Ralpha (CD127)", ["IL7Ralpha", "CD127"]),
+        ("CD45", []),
+        ("HLA-DR", []),
+    ],
+)
+def test_feature_name_variants(feature, variants):
+    assert feature_name_variants(feature) == variants
+
+
+def test_genome_prefixes_and_adt_names_match_but_full_names_win():
+    # real ECCITE-seq spellings: genes 'hg19_'-prefixed, antibodies as 'Name (CD name)'
+    genes = ["hg19_MS4A1", "hg19_CD3E", "hg19_CD19"]
+    adt = ["B220 (CD45R)", "MHCII (HLA-DR)", "PECAM (CD31)", "C-kit (CD117)", "CD45RA", "CD45"]
+    ms = MarkerSet.from_dict(
+        {
+            "B": {"genes": ["MS4A1", "CD19"], "proteins": ["HLA-DR", "CD45R"]},
+            "Endo": {"proteins": ["CD31"]},
+            "Mast": {"proteins": ["KIT"]},
+            "Immune": {"proteins": ["CD45"]},
+        }
+    )
+    out = match_markers(ms, {"rna": genes, "protein": adt})
+    assert out["B"]["rna"].tolist() == [0, 2]
+    assert out["B"]["protein"].tolist() == [1, 0]
+    assert out["Endo"]["protein"].tolist() == [2]
+    assert out["Mast"]["protein"].tolist() == [3]  # alias group CD117 / KIT through the parenthesised name
+    assert out["Immune"]["protein"].tolist() == [5]  # the full name CD45, not CD45RA or B220 (CD45R)
+
+
+def test_merge_markers_replace_and_union():
+    base = {"T": {"genes": ["CD3E"], "proteins": ["CD3"]}, "B": {"genes": ["MS4A1"]}}
+    extra = {"T": {"genes": ["CD2"]}, "Mel": {"genes": ["PMEL"]}}
+    replaced = merge_markers(base, extra)
+    assert replaced.types == ["T", "B", "Mel"]
+    assert replaced.to_dict()["T"] == {"genes": ["CD2"]}
+    union = merge_markers(base, extra, how="union", name="mine")
+    assert union.to_dict()["T"] == {"genes": ["CD3E", "CD2"], "proteins": ["CD3"]}
+    assert union.name == "mine"
+    with pytest.raises(InputError, match="how must be one of"):
+        merge_markers(base, extra, how="add")
+
+
+def test_load_markers_extend_and_lists(tmp_path):
+    mine = {"Melanocytes": {"genes": ["PMEL", "MLANA"], "proteins": ["SOX10"]}, "B cells": {"genes": ["CD79A"]}}
+    ext = load_markers(mine, extend=True)
+    ref = builtin_markers()
+    assert ext.types == [*ref.types, "Melanocytes"]
+    assert ext.get("B cells", "rna") == ("CD79A",)  # the user's definition replaces the built-in one
+    assert ext.get("CD8 T cells", "rna") == ref.get("CD8 T cells", "rna")
+    assert load_markers(mine, extend="lymphoid").types[-2:] == ["Melanocytes", "B cells"]
+    path = MarkerSet.from_dict(mine).write(tmp_path / "mine.yaml")
+    both = load_markers(["immune_tme", path])
+    assert both.to_dict() == ext.to_dict()
+    assert both.name == f"immune_tme+{path}"
+    assert load_markers(None, extend=True).to_dict() == ref.to_dict()
+    from pathlib import Path
+
+    assert load_markers(Path("lymphoid")).name == "lymphoid"  # a reference name given as a CLI path
+    with pytest.raises(InputError, match="empty list"):
+        load_markers([])
+    with pytest.raises(InputError, match="extend must be"):
+        load_markers(mine, extend=3)
+    with pytest.raises(InputError, match="unknown built-in marker reference"):
+        load_markers(mine, extend="brain")

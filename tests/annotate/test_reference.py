@@ -32,3 +32,39 @@ def test_reference_proteins_find_common_panel_spellings():
 def test_unknown_reference_name():
     with pytest.raises(InputError, match="unknown built-in marker reference 'mouse_brain'"):
         builtin_markers("mouse_brain")
+
+
+def test_lymphoid_reference_loads_with_genes_and_proteins():
+    ref = builtin_markers("lymphoid")
+    assert ref.name == "lymphoid"
+    needed = {
+        "Germinal centre B cells", "Naive B cells", "Memory B cells", "Plasma cells", "T follicular helper cells",
+        "Tregs", "Follicular dendritic cells", "Fibroblastic reticular cells", "HEV endothelial cells",
+        "Lymphatic endothelial",
+    }  # fmt: skip
+    assert needed <= set(ref.types)
+    for t in ref.types:
+        assert len(ref.get(t, "rna")) >= 3, t
+        assert len(ref.get(t, "protein")) >= 1, t
+    assert "BCL6" in ref.get("Germinal centre B cells", "rna")
+    assert {"CXCR5", "PD-1"} <= set(ref.get("T follicular helper cells", "protein"))
+    assert {"CD21", "CD35"} <= set(ref.get("Follicular dendritic cells", "protein"))
+
+
+def test_lymphoid_reference_finds_common_panel_spellings():
+    ref = builtin_markers("lymphoid")
+    panel = ["CD3e", "CD4", "PD1", "CD185", "BCL-6", "CD10", "CD20", "CR2", "CD35", "MECA-79", "CD31", "IgD", "Ki67"]
+    found = match_markers(ref, {"protein": panel})
+    names = {t: [panel[j] for j in found[t]["protein"]] for t in ref.types}
+    assert names["T follicular helper cells"] == ["CD3e", "CD4", "PD1", "CD185"]
+    assert names["Germinal centre B cells"] == ["BCL-6", "CD10", "CD20"]
+    assert names["Follicular dendritic cells"] == ["CR2", "CD35"]
+    assert names["HEV endothelial cells"] == ["MECA-79", "CD31"]
+    assert names["Naive B cells"] == ["CD20", "IgD"]
+
+
+def test_tme_reference_covers_cycif_neutrophil_and_nk_channels():
+    ref = builtin_markers()
+    found = match_markers(ref, {"protein": ["ELANE", "CD57", "NCAM", "CD16"]})
+    assert found["Neutrophils"]["protein"].tolist() == [0]
+    assert found["NK cells"]["protein"].tolist() == [2, 3, 1]

@@ -188,3 +188,37 @@ def test_call_types_unknown_and_confidence():
     assert np.all(codes0 >= 0)
     zero = np.zeros((3, 2))
     assert call_types(zero)[0].tolist() == [-1, -1, -1]
+
+
+def test_calibrated_confidence_is_a_probability_that_falls_with_the_runner_up():
+    from spatialmultiomics.annotate._score import CONFIDENCE_COEF, calibrated_confidence
+
+    e_best = np.array([1.0, 1.0, 1.0, 1.0, 0.5])
+    e_run = np.array([0.0, 0.2, 0.5, 0.9, 0.0])
+    z = np.array([10.0, 10.0, 10.0, 10.0, 10.0])
+    p = calibrated_confidence(e_best, e_run, z)
+    assert p.dtype == np.float32
+    assert np.all((p > 0) & (p < 1))
+    assert np.all(np.diff(p[:4]) < 0)  # a second type with evidence makes the call less certain
+    assert p[0] > 0.99
+    low_z = calibrated_confidence(np.array([1.0]), np.array([0.0]), np.array([1.5]))
+    assert low_z[0] < calibrated_confidence(np.array([1.0]), np.array([0.0]), np.array([4.0]))[0]
+    b0, b1, b2, b3 = CONFIDENCE_COEF
+    expected = 1 / (1 + np.exp(-(b0 + b1 * 1.0 + b2 * 0.2 + b3 * 10.0)))
+    assert p[1] == pytest.approx(expected, rel=1e-5)
+    # clipping: evidence beyond 1.5 and z beyond 20 count as 1.5 and 20
+    assert calibrated_confidence(np.array([9.0]), np.array([9.0]), np.array([99.0]))[0] == pytest.approx(
+        calibrated_confidence(np.array([1.5]), np.array([1.5]), np.array([20.0]))[0]
+    )
+
+
+def test_enrichment_does_not_name_a_type_after_one_noisy_marker():
+    # real PBMC case: one pericyte marker (PDGFRB) with a noise loading on a T cell factor, the other four silent
+    L = np.zeros((8, 2))
+    L[0:3, 0] = 5.0  # T markers on factor 0
+    L[3, 0], L[3, 1] = 1.2, 1.4  # PDGFRB: noise on both factors
+    L[7, 1] = 3.0  # an unrelated feature carries factor 1
+    index = {"T": {"rna": np.array([0, 1, 2])}, "Pericytes": {"rna": np.array([3, 4, 5, 6])}}
+    E = factor_marker_enrichment({"rna": L}, index)
+    assert E[0, 0] > 0.3
+    assert E[0, 1] < 0.1 and E[1, 1] < 0.1

@@ -24,21 +24,43 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_seed_command_line_verbatim(tables, tmp_path: Path) -> None:
     for key, name in (("rna", "transcriptomics"), ("protein", "proteomics")):
         (tmp_path / f"{name}.csv").write_bytes(tables[key].read_bytes())
-    proc = _run(["-m", "SpatialMultiOmics", "--tx", "transcriptomics.csv", "--prot", "proteomics.csv",
-                 "--tx-platform", "Visium", "--prot-platform", "CODEX", "--n-factors", "15", "--radius", "50.0",
-                 "--output", "results"], tmp_path)
+    proc = _run(
+        [
+            "-m",
+            "SpatialMultiOmics",
+            "--tx",
+            "transcriptomics.csv",
+            "--prot",
+            "proteomics.csv",
+            "--tx-platform",
+            "Visium",
+            "--prot-platform",
+            "CODEX",
+            "--n-factors",
+            "15",
+            "--radius",
+            "50.0",
+            "--output",
+            "results",
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "results"
-    for name, cols in {"shared_labels.csv": ["cell_id", "x", "y", "cell_type"],
-                       "co_localization.csv": ["cell_type_pair", "jones_scornecchi_score"],
-                       "niche_composition.csv": ["cell_id", "niche_type", "composition", "n_neighbors"]}.items():
+    for name, cols in {
+        "shared_labels.csv": ["cell_id", "x", "y", "cell_type"],
+        "co_localization.csv": ["cell_type_pair", "jones_scornecchi_score"],
+        "niche_composition.csv": ["cell_id", "niche_type", "composition", "n_neighbors"],
+    }.items():
         assert list(pd.read_csv(out / name).columns[: len(cols)]) == cols
     assert np.load(out / "W_transcript.npy").shape == (500, 15)
     assert np.load(out / "W_protein.npy").shape == (10, 15)
     assert np.load(out / "H_shared.npy").shape == (15, 200)
     # a second run does not clobber the first
-    again = _run(["-m", "SpatialMultiOmics", "--tx", "transcriptomics.csv", "--prot", "proteomics.csv",
-                  "--output", "results"], tmp_path)
+    again = _run(
+        ["-m", "SpatialMultiOmics", "--tx", "transcriptomics.csv", "--prot", "proteomics.csv", "--output", "results"],
+        tmp_path,
+    )
     assert again.returncode == 2
     assert "exists and is not empty" in again.stderr
     assert "Traceback" not in again.stderr
@@ -55,8 +77,14 @@ def _bad_table(tmp_path: Path, tables, mutate, name: str = "bad.csv") -> Path:
     ("mutate", "message"),
     [
         (lambda f: f.drop(columns=["x"]), "no 'x' coordinate column"),
-        (lambda f: f.assign(GENE_000=f["GENE_000"].astype(object).where(f.index != 0, "abc")), "column 'GENE_000' has non-numeric values"),
-        (lambda f: f.assign(GENE_000=f["GENE_000"].where(f.index != 0, np.nan)), "column 'GENE_000' has 1 missing (NaN)"),
+        (
+            lambda f: f.assign(GENE_000=f["GENE_000"].astype(object).where(f.index != 0, "abc")),
+            "column 'GENE_000' has non-numeric values",
+        ),
+        (
+            lambda f: f.assign(GENE_000=f["GENE_000"].where(f.index != 0, np.nan)),
+            "column 'GENE_000' has 1 missing (NaN)",
+        ),
         (lambda f: f.assign(GENE_000=f["GENE_000"].where(f.index != 0, -1)), "column 'GENE_000' has 1 negative values"),
         (lambda f: f.assign(cell_id=f["cell_id"].where(f.index != 1, f["cell_id"].iloc[0])), "duplicate ids"),
         (lambda f: f.assign(cell_id="other_" + f["cell_id"].astype(str)), "no cell id is shared by all modalities"),
@@ -64,8 +92,22 @@ def _bad_table(tmp_path: Path, tables, mutate, name: str = "bad.csv") -> Path:
 )
 def test_bad_tables_exit_2_with_one_line(tables, tmp_path: Path, mutate, message: str) -> None:
     bad = _bad_table(tmp_path, tables, mutate)
-    proc = _run(["-m", "spatialmultiomics", "run", "--tx", str(bad), "--prot", str(tables["protein"]),
-                 "--align", "ids", "--output", str(tmp_path / "out")], tmp_path)
+    proc = _run(
+        [
+            "-m",
+            "spatialmultiomics",
+            "run",
+            "--tx",
+            str(bad),
+            "--prot",
+            str(tables["protein"]),
+            "--align",
+            "ids",
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, proc.stderr
@@ -75,8 +117,19 @@ def test_bad_tables_exit_2_with_one_line(tables, tmp_path: Path, mutate, message
 
 
 def test_unknown_platform_and_debug_traceback(tables, tmp_path: Path) -> None:
-    args = ["-m", "spatialmultiomics", "run", "--tx", str(tables["rna"]), "--prot",
-            str(tables["protein"]), "--tx-platform", "Visum", "--output", str(tmp_path / "o")]
+    args = [
+        "-m",
+        "spatialmultiomics",
+        "run",
+        "--tx",
+        str(tables["rna"]),
+        "--prot",
+        str(tables["protein"]),
+        "--tx-platform",
+        "Visum",
+        "--output",
+        str(tmp_path / "o"),
+    ]
     proc = _run(args, tmp_path)
     assert proc.returncode == 2
     assert "platform_tx='Visum' is not a known platform" in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -236,7 +237,7 @@ def _with(index: int, value: np.ndarray) -> list[np.ndarray]:
         ({"n_components": 10}, [np.ones((20, 3)), np.ones((20, 4))], "more factors than features"),
         ({"n_components": 25}, _ok(), "more factors than features"),
         ({"n_components": 0}, _ok(), "n_components must be an integer >= 1"),
-        ({"solver": "cd"}, _ok(), r"solver must be one of \['hals', 'mu'\], got 'cd'"),
+        ({"solver": "cd"}, _ok(), r"solver must be one of \['hals', 'mu', 'minibatch'\], got 'cd'"),
         ({"init": "svd"}, _ok(), "init must be one of"),
         ({"max_iter": 0}, _ok(), "max_iter must be an integer >= 1"),
         ({"tol": -1}, _ok(), "tol must be a finite number >= 0"),
@@ -261,3 +262,59 @@ def test_transform_input_errors() -> None:
         model.transform([np.ones((5, 6)), np.ones((5, 4))])
     with pytest.raises(InputError, match="negative"):
         model.transform([np.ones((5, 6)), -np.ones((5, 3))])
+
+
+def test_minibatch_solver_recovers_planted_factors(planted, match) -> None:
+    W, Hs, Xs = planted(n_cells=1500)
+    model = JointNMF(5, solver="minibatch", batch_size=200, max_iter=100)
+    Wh = model.fit_transform(Xs)
+    assert match(W, Wh).min() > 0.99
+    for H, Hh in zip(Hs, model.components_, strict=True):
+        assert match(H.T, Hh.T).min() > 0.99
+    full = JointNMF(5).fit(Xs)
+    assert model.reconstruction_err_ <= 1.01 * full.reconstruction_err_
+    again = JointNMF(5, solver="minibatch", batch_size=200, max_iter=100).fit_transform(Xs)
+    np.testing.assert_array_equal(Wh, again)
+
+
+@pytest.mark.parametrize(("solver", "max_iter", "rel", "corr"), [("hals", 1000, 1e-4, 0.9999), ("mu", 300, 2e-2, 0.99)])
+def test_torch_backend_gives_the_numpy_result(
+    planted, match, solver: str, max_iter: int, rel: float, corr: float
+) -> None:
+    torch = pytest.importorskip("torch")
+    from spatialmultiomics.factorize._torch import torch_device
+
+    _, _, Xs = planted()
+    Xs = [sp.csr_matrix(np.where(np.median(Xs[0]) < Xs[0], Xs[0], 0.0)), Xs[1], Xs[2]]
+    kwargs = {"solver": solver, "max_iter": max_iter, "tol": 1e-6}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # MU may need more iterations at this tolerance
+        reference = JointNMF(5, **kwargs)
+        W_ref = reference.fit_transform(Xs)
+        model = JointNMF(5, backend="torch", **kwargs)
+        W = model.fit_transform(Xs)
+    assert isinstance(W, np.ndarray)
+    assert W.dtype == np.float32
+    assert model.reconstruction_err_ == pytest.approx(reference.reconstruction_err_, rel=rel)
+    assert match(W_ref, W).min() > corr
+    for H_ref, H in zip(reference.components_, model.components_, strict=True):
+        assert match(H_ref.T, H.T).min() > corr
+    assert torch_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"backend": "cuda"}, r"backend must be one of \['numpy', 'dask', 'torch'\], got 'cuda'"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+    ],
+)
+def test_backend_and_batch_size_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        JointNMF(2, **kwargs).fit([np.ones((10, 4)), np.ones((10, 2))])
+
+
+def test_torch_backend_rejects_minibatch() -> None:
+    pytest.importorskip("torch")
+    with pytest.raises(InputError, match="backend='torch' runs solver 'hals' or 'mu', got solver='minibatch'"):
+        JointNMF(2, solver="minibatch", backend="torch").fit([np.ones((10, 4)), np.ones((10, 2))])

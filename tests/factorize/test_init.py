@@ -7,9 +7,10 @@ import pytest
 import scipy.sparse as sp
 
 from spatialmultiomics.factorize._init import _nndsvd, initialize, randomized_svd
+from spatialmultiomics.factorize._rowpass import RowData
 
 
-def _data(sparse: bool) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+def _data(sparse: bool) -> tuple[RowData, np.ndarray]:
     rng = np.random.default_rng(0)
     W = rng.random((60, 4))
     X1 = (W @ rng.random((4, 40)) + 0.01 * rng.random((60, 40))).astype(np.float32)
@@ -18,13 +19,13 @@ def _data(sparse: bool) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
     scales = np.array([0.3, 2.0])
     blocks = [sp.csr_matrix(X1), X2] if sparse else [X1, X2]
     joint = np.hstack([0.3 * X1.astype(np.float64), 2.0 * X2.astype(np.float64)])
-    return blocks, scales, np.array([0, 40, 48]), joint
+    return RowData.build(blocks, scales), joint
 
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_randomized_svd_matches_exact_svd(sparse: bool) -> None:
-    blocks, scales, offsets, joint = _data(sparse)
-    U, S, Vt = randomized_svd(blocks, scales, offsets, 4, np.random.default_rng(0))
+    data, joint = _data(sparse)
+    U, S, Vt = randomized_svd(data, 4, np.random.default_rng(0))
     s_exact = np.linalg.svd(joint, compute_uv=False)[:4]
     np.testing.assert_allclose(S, s_exact, rtol=1e-4)
     approx = (U * S) @ Vt
@@ -36,8 +37,8 @@ def test_randomized_svd_matches_exact_svd(sparse: bool) -> None:
 
 
 def test_nndsvd_first_component_and_non_negativity() -> None:
-    blocks, scales, offsets, joint = _data(False)
-    U, S, Vt = randomized_svd(blocks, scales, offsets, 4, np.random.default_rng(0))
+    data, joint = _data(False)
+    U, S, Vt = randomized_svd(data, 4, np.random.default_rng(0))
     W, H = _nndsvd(U, S, Vt)
     np.testing.assert_allclose(W[:, 0], np.sqrt(S[0]) * np.abs(U[:, 0]), rtol=1e-6)
     np.testing.assert_allclose(H[0], np.sqrt(S[0]) * np.abs(Vt[0]), rtol=1e-6)
@@ -48,17 +49,17 @@ def test_nndsvd_first_component_and_non_negativity() -> None:
 
 
 def test_initialize_variants() -> None:
-    blocks, scales, offsets, joint = _data(True)
+    data, joint = _data(True)
     mean = joint.mean()
-    W, G = initialize(blocks, scales, offsets, 4, init="nndsvd", rng=np.random.default_rng(0))
+    W, G = initialize(data, 4, init="nndsvd", rng=np.random.default_rng(0))
     assert (W == 0).any() or (G == 0).any()
-    Wa, Ga = initialize(blocks, scales, offsets, 4, init="nndsvda", rng=np.random.default_rng(0))
+    Wa, Ga = initialize(data, 4, init="nndsvda", rng=np.random.default_rng(0))
     assert Wa.min() > 0
     assert Ga.min() > 0
     np.testing.assert_allclose(Wa[W == 0], mean, rtol=1e-5)
     np.testing.assert_array_equal(Wa[W > 0], W[W > 0])
-    Wr, Gr = initialize(blocks, scales, offsets, 4, init="random", rng=np.random.default_rng(1))
-    Wr2, Gr2 = initialize(blocks, scales, offsets, 4, init="random", rng=np.random.default_rng(1))
+    Wr, Gr = initialize(data, 4, init="random", rng=np.random.default_rng(1))
+    Wr2, Gr2 = initialize(data, 4, init="random", rng=np.random.default_rng(1))
     np.testing.assert_array_equal(Wr, Wr2)
     np.testing.assert_array_equal(Gr, Gr2)
     assert Wr.shape == (60, 4)

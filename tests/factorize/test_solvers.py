@@ -8,6 +8,7 @@ import scipy.sparse as sp
 from scipy.optimize import nnls
 
 from spatialmultiomics.factorize._init import initialize
+from spatialmultiomics.factorize._rowpass import RowData
 from spatialmultiomics.factorize._solvers import SOLVERS, _fit_hals, _fit_mu
 
 
@@ -15,8 +16,7 @@ def _problem(planted, noise: float = 0.05) -> tuple[list[np.ndarray], np.ndarray
     _, _, Xs = planted(n_cells=80, sizes=(40, 10), k=3, noise=noise)
     blocks = [X.astype(np.float32) for X in Xs]
     scales = np.array([1.0 / np.linalg.norm(X) for X in blocks])
-    offsets = np.array([0, 40, 50])
-    W0, G0 = initialize(blocks, scales, offsets, 3, init="nndsvda", rng=np.random.default_rng(0))
+    W0, G0 = initialize(RowData.build(blocks, scales), 3, init="nndsvda", rng=np.random.default_rng(0))
     return blocks, scales, W0, [G0[:, :40], G0[:, 40:]]
 
 
@@ -102,15 +102,45 @@ def test_cost_model_repeats_sweeps_only_when_products_dominate() -> None:
     assert _max_inner(_product_cost(big, 20), _sweep_cost(20000, 20)) == MAX_INNER
 
 
-def test_adjacent_dense_blocks_are_merged_prescaled() -> None:
-    from spatialmultiomics.factorize._solvers import _merge_dense
+def test_minibatch_recovers_planted_factors_and_reports_exact_error(planted, match) -> None:
+    from spatialmultiomics.factorize._solvers import _fit_minibatch
 
-    rng = np.random.default_rng(0)
-    a, b, c = rng.random((5, 3), dtype=np.float32), sp.csr_matrix(rng.random((5, 2))), rng.random((5, 4))
-    d = rng.random((5, 1), dtype=np.float32)
-    merged, scales = _merge_dense([a, b, c.astype(np.float32), d], np.array([2.0, 3.0, 0.5, 4.0]))
-    assert len(merged) == 3
-    np.testing.assert_array_equal(merged[0], a)
-    assert merged[1] is b
-    np.testing.assert_allclose(merged[2], np.hstack([0.5 * c, 4.0 * d]), rtol=1e-6)
-    np.testing.assert_array_equal(scales, [2.0, 3.0, 1.0])
+    W_true, _, Xs = planted(n_cells=2000, sizes=(60, 12), k=4, noise=0.01)
+    blocks = [X.astype(np.float32) for X in Xs]
+    scales = np.array([1.0 / np.linalg.norm(X) for X in blocks])
+    W0, G0 = initialize(RowData.build(blocks, scales), 4, init="nndsvda", rng=np.random.default_rng(0))
+    Hs0 = [G0[:, :60], G0[:, 60:]]
+    run = _fit_minibatch(blocks, scales, W0, Hs0, max_iter=50, tol=1e-4, batch_size=256, rng=np.random.default_rng(1))
+    W, Hs, n_iter, errors, converged = run
+    assert converged
+    assert n_iter < 50
+    assert len(errors) == n_iter + 2  # initial, one per epoch, final exact
+    assert errors[-1] == pytest.approx(_error(blocks, scales, W, Hs), rel=1e-6)
+    assert errors[-1] < 0.5 * errors[0]
+    assert match(W_true, W).min() > 0.99
+    # deterministic for the same batch order, different for another
+    again = _fit_minibatch(blocks, scales, W0, Hs0, max_iter=50, tol=1e-4, batch_size=256, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(W, again[0])
+    other = _fit_minibatch(blocks, scales, W0, Hs0, max_iter=50, tol=1e-4, batch_size=256, rng=np.random.default_rng(2))
+    assert not np.array_equal(W, other[0])
+    # close to the full-batch optimum
+    full = _fit_hals(blocks, scales, W0, Hs0, max_iter=500, tol=1e-6)
+    assert errors[-1] <= 1.01 * full[3][-1]
+
+
+@pytest.mark.parametrize("solver", ["hals", "mu"])
+def test_numba_path_gives_the_numpy_result(planted, monkeypatch, solver: str) -> None:
+    pytest.importorskip("numba")
+    import spatialmultiomics.factorize._rowpass as rowpass
+    import spatialmultiomics.factorize._solvers as solvers
+
+    monkeypatch.setattr(solvers, "_inner_counts", lambda *args: (3, 3))  # the two paths' cost models differ
+    blocks, scales, W0, Hs0 = _problem(planted)
+    blocks = [sp.csr_matrix(np.where(np.median(blocks[0]) < blocks[0], blocks[0], 0)), blocks[1]]
+    numpy_run = SOLVERS[solver](blocks, scales, W0, Hs0, max_iter=60, tol=-np.inf)
+    monkeypatch.setattr(rowpass, "NUMBA_MIN_WORK", 0.0)
+    numba_run = SOLVERS[solver](blocks, scales, W0, Hs0, max_iter=60, tol=-np.inf)
+    np.testing.assert_allclose(numba_run[0], numpy_run[0], rtol=1e-3, atol=1e-4 * numpy_run[0].max())
+    np.testing.assert_allclose(numba_run[3], numpy_run[3], rtol=1e-4)
+    dense = [blocks[0].toarray(), blocks[1]]
+    assert numba_run[3][-1] == pytest.approx(_error(dense, scales, numba_run[0], numba_run[1]), rel=1e-5)

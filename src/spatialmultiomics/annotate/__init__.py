@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spatialmultiomics.annotate._assign import AnnotationResult, annotate
-from spatialmultiomics.annotate._markers import MarkerSet, load_markers
+from spatialmultiomics.annotate._markers import MarkerSet, load_markers, merge_markers
 from spatialmultiomics.annotate._reference import builtin_markers
 from spatialmultiomics.annotate._score import FactorScores, paper_factor_scores
 
@@ -14,5 +14,6 @@ __all__ = [
     "annotate",
     "builtin_markers",
     "load_markers",
+    "merge_markers",
     "paper_factor_scores",
 ]

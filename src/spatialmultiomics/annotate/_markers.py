@@ -23,7 +23,16 @@ import numpy as np
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 
-__all__ = ["ALIASES", "MarkerSet", "canonical_name", "load_markers", "match_markers", "modality_key"]
+__all__ = [
+    "ALIASES",
+    "MarkerSet",
+    "canonical_name",
+    "feature_name_variants",
+    "load_markers",
+    "match_markers",
+    "merge_markers",
+    "modality_key",
+]
 
 #: accepted spellings of the modality keys in marker files
 _MODALITY_KEYS = {
@@ -112,6 +121,20 @@ ALIASES: tuple[tuple[str, ...], ...] = (
     ("CD1c", "BDCA1", "BDCA-1"),
     ("IgM", "IGHM"),
     ("CD44",),
+    ("ELANE", "Neutrophil elastase"),
+    ("PNAd", "MECA-79", "MECA79", "peripheral node addressin"),
+    ("CD45R", "B220"),
+    ("IgD", "IGHD"),
+    ("CD23", "FCER2"),
+    ("CD35", "CR1"),
+    ("CXCR5", "CD185"),
+    ("ICOS", "CD278"),
+    ("BCL6", "BCL-6"),
+    ("CD27", "TNFRSF7"),
+    ("IRF4", "MUM1"),
+    ("PAX5", "BSAP"),
+    ("LAMP3", "DC-LAMP", "CD208"),
+    ("CD68", "KP1"),
 )
 
 _GREEK = str.maketrans({"α": "a", "β": "b", "γ": "g", "δ": "d", "ε": "e", "κ": "k", "λ": "l"})
@@ -368,32 +391,20 @@ def _read_csv(path: Path) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def load_markers(
-    markers: MarkerSet | Mapping[str, Any] | str | Path | None = None, *, extra_modalities: Iterable[str] = ()
-) -> MarkerSet:
-    """Return a :class:`MarkerSet` from any accepted form.
+MarkerSource = MarkerSet | Mapping[str, Any] | str | Path
 
-    Parameters
-    ----------
-    markers
-        ``None`` (the built-in ``'immune_tme'`` reference), the name of a built-in reference, a
-        :class:`MarkerSet`, a dict ``{type: {"genes": [...], "proteins": [...]}}`` (keys also ``rna`` /
-        ``protein``), or the path of a JSON / YAML / CSV marker file.
-    extra_modalities
-        Further modality names accepted as keys (the modalities of the data).
-    """
+
+def _load_one(markers: MarkerSource, *, extra_modalities: Iterable[str]) -> MarkerSet:
     from spatialmultiomics.annotate._reference import BUILTIN_REFERENCES, builtin_markers
 
-    if markers is None:
-        return builtin_markers()
     if isinstance(markers, MarkerSet):
         return markers
     if isinstance(markers, Mapping):
         return MarkerSet.from_dict(markers, name="markers", extra_modalities=extra_modalities)
-    if isinstance(markers, str) and markers.lower() in BUILTIN_REFERENCES:
-        return builtin_markers(markers)
     if isinstance(markers, str | Path):
         path = Path(markers)
+        if not path.exists() and str(markers).lower() in BUILTIN_REFERENCES:
+            return builtin_markers(str(markers))
         if not path.exists():
             msg = (
                 f"markers={str(markers)!r} is neither a marker file nor a built-in reference "
@@ -401,16 +412,151 @@ def load_markers(
             )
             raise InputError(msg)
         return MarkerSet.read(path, extra_modalities=extra_modalities)
-    msg = f"markers must be None, a dict, a MarkerSet, a file path or a reference name; got {type(markers).__name__}."
+    msg = (
+        "markers must be None, a dict, a MarkerSet, a file path, a reference name or a list of these; "
+        f"got {type(markers).__name__}."
+    )
     raise InputError(msg)
 
 
+def merge_markers(*marker_sets: MarkerSource, how: str = "replace", name: str | None = None) -> MarkerSet:
+    """Combine marker references, later ones over earlier ones.
+
+    Parameters
+    ----------
+    *marker_sets
+        Two or more references in any form :func:`load_markers` accepts (built-in names, files, dicts,
+        :class:`MarkerSet`), in order.
+    how
+        ``'replace'``: a type that appears again takes the later markers (its position stays that of its first
+        appearance); new types are appended. ``'union'``: the marker lists of a repeated type are joined
+        (per modality, first-seen order, without duplicates).
+    name
+        Provenance label of the result; default the names joined with ``'+'``.
+
+    Returns
+    -------
+    MarkerSet
+
+    Examples
+    --------
+    >>> from spatialmultiomics.annotate import merge_markers
+    >>> ref = merge_markers("immune_tme", {"Tumour": {"genes": ["MLANA", "PMEL"], "proteins": ["SOX10"]}})
+    >>> ref.types[-1], ref.name
+    ('Tumour', 'immune_tme+markers')
+    """
+    from spatialmultiomics._validate import check_option
+
+    how = check_option(how, ("replace", "union"), name="how")
+    if not marker_sets:
+        msg = "merge_markers needs at least one marker reference."
+        raise InputError(msg)
+    sets = [_load_one(m, extra_modalities=()) if not isinstance(m, MarkerSet) else m for m in marker_sets]
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for ms in sets:
+        for t, mods in ms.markers.items():
+            if how == "replace" or t not in out:
+                out[t] = {m: tuple(v) for m, v in mods.items()}
+            else:
+                merged = dict(out[t])
+                for m, v in mods.items():
+                    merged[m] = tuple(dict.fromkeys(merged.get(m, ()) + tuple(v)))
+                out[t] = merged
+    return MarkerSet(out, name=name or "+".join(ms.name for ms in sets))
+
+
+def load_markers(
+    markers: MarkerSource | Sequence[MarkerSource] | None = None,
+    *,
+    extend: bool | str = False,
+    extra_modalities: Iterable[str] = (),
+) -> MarkerSet:
+    """Return a :class:`MarkerSet` from any accepted form.
+
+    Parameters
+    ----------
+    markers
+        ``None`` (the built-in ``'immune_tme'`` reference), the name of a built-in reference (``'immune_tme'``,
+        ``'lymphoid'``), a :class:`MarkerSet`, a dict ``{type: {"genes": [...], "proteins": [...]}}`` (keys also
+        ``rna`` / ``protein``), the path of a JSON / YAML / CSV marker file, or a list of these, merged in order
+        by :func:`merge_markers` (``how='replace'``: a later definition of a type replaces an earlier one).
+    extend
+        False: use ``markers`` as given (they replace the built-in reference). True: add them to the built-in
+        ``'immune_tme'`` reference; a reference name: add them to that reference. Types defined in both take
+        the user's markers.
+    extra_modalities
+        Further modality names accepted as keys (the modalities of the data).
+
+    Examples
+    --------
+    >>> from spatialmultiomics.annotate import load_markers
+    >>> load_markers(["immune_tme", "lymphoid"]).name
+    'immune_tme+lymphoid'
+    >>> ref = load_markers({"Melanocytes": {"genes": ["PMEL", "MLANA"]}}, extend=True)
+    >>> "CD8 T cells" in ref.types and "Melanocytes" in ref.types
+    True
+    """
+    from spatialmultiomics.annotate._reference import DEFAULT_REFERENCE, builtin_markers
+
+    if isinstance(extend, str):
+        base: MarkerSet | None = builtin_markers(extend)
+    elif isinstance(extend, bool | np.bool_):
+        base = builtin_markers(DEFAULT_REFERENCE) if extend else None
+    else:
+        msg = f"extend must be True/False or the name of a built-in reference, got {extend!r}."
+        raise InputError(msg)
+    if markers is None:
+        return base if base is not None else builtin_markers()
+    if isinstance(markers, list | tuple):
+        if not markers:
+            msg = "markers is an empty list; give at least one marker reference (file, dict or reference name)."
+            raise InputError(msg)
+        sets = [_load_one(m, extra_modalities=extra_modalities) for m in markers]
+        loaded = sets[0] if len(sets) == 1 else merge_markers(*sets)
+    else:
+        loaded = _load_one(markers, extra_modalities=extra_modalities)
+    return loaded if base is None else merge_markers(base, loaded)
+
+
+#: genome prefixes of multi-genome references (Cell Ranger's ``hg19_CD3E``, ``GRCh38_CD3E``, ``mm10---Cd3e``)
+_GENOME_PREFIX = re.compile(r"^(?:hg19|hg38|grch37|grch38|mm9|mm10|mm39|grcm38|grcm39)(?:[_.:|]|-+)", re.IGNORECASE)
+_PARENTHESES = re.compile(r"^\s*([^()]+?)\s*\(([^()]+)\)\s*$")
+
+
+def feature_name_variants(name: str) -> list[str]:
+    """Other names a feature may go by: without a genome prefix, and both parts of ``'Name (Alias)'``.
+
+    ``'hg19_CD3E'`` -> ``['CD3E']``; ``'MHCII (HLA-DR)'`` -> ``['MHCII', 'HLA-DR']`` (antibody-derived tag
+    panels write clone or common names next to the CD name). The full name itself is not included.
+    """
+    out: list[str] = []
+    base = _GENOME_PREFIX.sub("", str(name).strip())
+    if base and base != str(name).strip():
+        out.append(base)
+    parts = _PARENTHESES.match(base)
+    if parts:
+        out.extend(p.strip() for p in parts.groups() if p.strip())
+    return out
+
+
 def _lookup(names: Sequence[str]) -> tuple[dict[str, int], dict[int, int]]:
-    """First feature index per canonical name and per alias group."""
+    """First feature index per canonical name and per alias group.
+
+    Full feature names are looked up first; the variants of :func:`feature_name_variants` only fill names that
+    no feature carries in full (so ``CD45`` finds a ``CD45`` channel before ``CD45RA (CD45)``).
+    """
     by_name: dict[str, int] = {}
     by_group: dict[int, int] = {}
+    variants: list[tuple[int, str]] = []
     for j, n in enumerate(names):
         c = canonical_name(n)
+        by_name.setdefault(c, j)
+        g = _GROUP_OF.get(c)
+        if g is not None:
+            by_group.setdefault(g, j)
+        variants.extend((j, v) for v in feature_name_variants(n))
+    for j, v in variants:
+        c = canonical_name(v)
         by_name.setdefault(c, j)
         g = _GROUP_OF.get(c)
         if g is not None:

@@ -111,7 +111,7 @@ def _select(adata: AnnData, name: str, layer: str | None, use_highly_variable: b
     if mask.all():
         return X, None
     idx = np.flatnonzero(mask)
-    return (X[:, idx] if sp.issparse(X) else np.asarray(X)[:, idx]), mask
+    return (X[:, idx] if sp.issparse(X) or hasattr(X, "dask") else np.asarray(X)[:, idx]), mask
 
 
 def _weights(modality_weights: Any, mods: list[str]) -> Any:
@@ -149,6 +149,8 @@ def joint_nmf(
     max_iter: int = 400,
     tol: float = 1e-4,
     seed: int | None = 0,
+    batch_size: int = 4096,
+    backend: str = "numpy",
     inplace: bool = True,
 ) -> JointNMFResult | None:
     """Factorize the modalities of a MuData jointly into shared factors (joint NMF).
@@ -171,8 +173,8 @@ def joint_nmf(
     use_highly_variable
         Restrict each modality to ``var['highly_variable']`` when that column exists.
     solver
-        ``'hals'`` (coordinate descent) or ``'mu'`` (multiplicative updates); see
-        :class:`~spatialmultiomics.factorize.JointNMF`.
+        ``'hals'`` (coordinate descent), ``'mu'`` (multiplicative updates) or ``'minibatch'`` (online HALS over
+        batches of ``batch_size`` cells, for millions of cells); see :class:`~spatialmultiomics.factorize.JointNMF`.
     modality_weights
         None (balanced: each block scaled to unit Frobenius norm, so every modality counts equally), a sequence
         of positive floats (one per modality, in order) or a mapping modality -> weight (relative
@@ -183,6 +185,12 @@ def joint_nmf(
         Relative change of the reconstruction error over 10 iterations below which the solver stops.
     seed
         Seed of the initialisation; the result is deterministic for a given seed.
+    batch_size
+        Cells per mini-batch (``solver='minibatch'`` only).
+    backend
+        ``'numpy'`` (default), ``'torch'`` (GPU when available; extra ``[torch]``) or ``'dask'`` (row chunks on
+        the current Dask scheduler, e.g. a ``dask.distributed`` Client; extra ``[dask]``; the matrices of the
+        modalities may be Dask arrays). See :class:`~spatialmultiomics.factorize.JointNMF`.
     inplace
         True: write the result into ``mdata`` and return None. False: leave ``mdata`` untouched and return a
         :class:`JointNMFResult`.
@@ -236,9 +244,13 @@ def joint_nmf(
         max_iter=max_iter,
         tol=tol,
         seed=seed,
+        batch_size=batch_size,
+        backend=backend,
     )
     try:
         W = model.fit_transform([X for X, _ in selected])
+        if hasattr(W, "compute"):  # Dask backend: the loadings are stored in the container
+            W = np.asarray(W.compute())
     except InputError as err:  # name the modality instead of the block index
         msg = str(err)
         for i, name in enumerate(mods):
@@ -282,6 +294,8 @@ def joint_nmf(
         "max_iter": max_iter,
         "tol": tol,
         "seed": seed,
+        "batch_size": batch_size,
+        "backend": backend,
         "inplace": inplace,
         "version": _package_version(),
     }

@@ -14,14 +14,18 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._random import check_random_state
 from spatialmultiomics._validate import check_finite_nonnegative, check_option, check_positive, check_positive_int
 from spatialmultiomics._warnings import ConvergenceWarning, warn
 from spatialmultiomics.factorize._init import INITS, initialize
-from spatialmultiomics.factorize._kernels import cross_w, squared_norm
+from spatialmultiomics.factorize._kernels import squared_norm
+from spatialmultiomics.factorize._rowpass import RowData
 from spatialmultiomics.factorize._solvers import SOLVERS
+
+BACKENDS = ("numpy", "dask", "torch")
 
 __all__ = ["JointNMF"]
 
@@ -116,6 +120,16 @@ def _block_scales(weights: Any, sq_norms: Sequence[float]) -> np.ndarray:
     return w / norms
 
 
+def _check_k(k: int, n: int, m: int) -> None:
+    """Raise unless ``k <= min(n_cells, n_features)``."""
+    if k > min(n, m):
+        msg = (
+            f"n_components={k} asks for more factors than features allow: the data has {n} cells and {m} "
+            f"features in total, so use n_components <= {min(n, m)}."
+        )
+        raise InputError(msg)
+
+
 def _offsets(Xs: Sequence[Any]) -> np.ndarray:
     """Return the column offsets (n_blocks + 1,) of the blocks in the joint matrix."""
     return np.concatenate([[0], np.cumsum([X.shape[1] for X in Xs])]).astype(np.int64)
@@ -137,6 +151,8 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
         ``'hals'``: hierarchical alternating least squares / coordinate descent (Cichocki & Phan 2009; like
         scikit-learn's ``'cd'``), usually the fastest; ``'mu'``: multiplicative updates (Lee & Seung 2001),
         slower to converge. Both repeat each update while its products pay for it (Gillis & Glineur 2012).
+        ``'minibatch'``: online HALS over mini-batches of ``batch_size`` cells (Mairal et al. 2010), for
+        millions of cells; ``max_iter`` then counts epochs and the stopping rule compares epochs.
     init
         ``'nndsvda'``: non-negative double SVD of the weighted joint matrix with zeros replaced by its mean
         (Boutsidis & Gallopoulos 2008); ``'nndsvd'``: the same keeping the zeros (avoid with ``solver='mu'``,
@@ -156,6 +172,14 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
         deterministic for a given integer seed. None draws fresh entropy.
     verbose
         Log the reconstruction error at every check at INFO level (logger ``spatialmultiomics``).
+    batch_size
+        Cells per mini-batch of ``solver='minibatch'`` (ignored by the other solvers).
+    backend
+        ``'numpy'`` (default; large inputs run in thread-parallel numba kernels), ``'torch'`` (PyTorch on the
+        GPU when one is available, else the CPU; optional extra ``spatialmultiomics[torch]``) or ``'dask'`` (the
+        blocks as row-chunked Dask arrays on the current ``dask.distributed`` client, or the local scheduler;
+        optional extra ``spatialmultiomics[dask]``; ``fit_transform`` then returns a Dask array). All backends
+        minimise the same objective from the same initial factors; results agree to solver tolerance.
 
     Attributes
     ----------
@@ -219,6 +243,8 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
         tol: float = 1e-4,
         seed: int | np.random.Generator | None = 0,
         verbose: bool = False,
+        batch_size: int = 4096,
+        backend: str = "numpy",
     ) -> None:
         self.n_components = n_components
         self.solver = solver
@@ -228,6 +254,8 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
         self.tol = tol
         self.seed = seed
         self.verbose = verbose
+        self.batch_size = batch_size
+        self.backend = backend
 
     # ------------------------------------------------------------------ helpers
     def _check_params(self) -> tuple[str, str, int, float, np.random.Generator]:
@@ -242,29 +270,45 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
             raise InputError(msg) from None
         return solver, init, max_iter, tol, rng
 
-    def _fit(self, blocks: Any) -> np.ndarray:
+    def _fit(self, blocks: Any) -> Any:
+        # every dense product here is thin (n x k, k x k): BLAS threads only contend with the numba threads and
+        # with each other (OpenBLAS spins), so BLAS runs on one thread during the fit
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit_pinned(blocks)
+
+    def _fit_pinned(self, blocks: Any) -> Any:
         solver, init, max_iter, tol, rng = self._check_params()
         k = check_positive_int(self.n_components, name="n_components")
-        Xs = _check_blocks(blocks)
-        n, m = Xs[0].shape[0], sum(X.shape[1] for X in Xs)
-        if k > min(n, m):
-            msg = (
-                f"n_components={k} asks for more factors than features allow: the data has {n} cells and {m} "
-                f"features in total, so use n_components <= {min(n, m)}."
+        backend = check_option(self.backend, BACKENDS, name="backend")
+        batch_size = check_positive_int(self.batch_size, name="batch_size")
+        options = {"max_iter": max_iter, "tol": tol, "verbose": bool(self.verbose), "batch_size": batch_size}
+        if backend == "dask":
+            from spatialmultiomics.factorize._dask import fit_dask
+
+            W, Hs, n_iter, errors, converged, scales, n_features = fit_dask(
+                blocks, k, solver=solver, init=init, weights=self.modality_weights, rng=rng, **options
             )
-            raise InputError(msg)
-        scales = _block_scales(self.modality_weights, [squared_norm(X) for X in Xs])
-        offsets = _offsets(Xs)
-        W0, G0 = initialize(Xs, scales, offsets, k, init=init, rng=rng)
-        Hs0 = [G0[:, a:b] for a, b in itertools.pairwise(offsets)]
-        W, Hs, n_iter, errors, converged = SOLVERS[solver](
-            Xs, scales, W0, Hs0, max_iter=max_iter, tol=tol, verbose=bool(self.verbose)
-        )
+            offsets = np.concatenate([[0], np.cumsum(n_features)]).astype(np.int64)
+        else:
+            Xs = _check_blocks(blocks)
+            _check_k(k, Xs[0].shape[0], sum(X.shape[1] for X in Xs))
+            scales = _block_scales(self.modality_weights, [squared_norm(X) for X in Xs])
+            offsets = _offsets(Xs)
+            data = RowData.build(Xs, scales)
+            W0, G0 = initialize(data, k, init=init, rng=rng)
+            Hs0 = [G0[:, a:b] for a, b in itertools.pairwise(offsets)]
+            if backend == "torch":
+                from spatialmultiomics.factorize._torch import fit_torch
+
+                W, Hs, n_iter, errors, converged = fit_torch(data, W0, Hs0, solver=solver, rng=rng, **options)
+            else:
+                W, Hs, n_iter, errors, converged = SOLVERS[solver](Xs, scales, W0, Hs0, data=data, rng=rng, **options)
+            n_features = [int(X.shape[1]) for X in Xs]
         # normalisation: unit Euclidean norm of each row of the weighted joint loadings, W carries the magnitude
         G = np.concatenate(Hs, axis=1)
         norms = np.sqrt(np.einsum("ij,ij->i", G, G, dtype=np.float64))
         live = norms > 0
-        W[:, live] *= norms[live].astype(np.float32)
+        W = W * np.where(live, norms, 1.0).astype(np.float32)  # NumPy or Dask array
         G[live] /= norms[live, None].astype(np.float32)
         self.components_ = [
             (G[:, a:b] / np.float32(s)).astype(np.float32)
@@ -274,14 +318,14 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
         self.n_iter_ = n_iter
         self.reconstruction_err_ = float(errors[-1])
         self.loss_curve_ = [float(e) for e in errors]
-        self.n_features_in_ = [int(X.shape[1]) for X in Xs]
+        self.n_features_in_ = list(n_features)
         self.n_components_ = k
         if not converged:
             msg = (
                 f"JointNMF ({solver}) stopped at max_iter={max_iter} before the relative change of the "
                 f"reconstruction error fell below tol={tol}; raise max_iter."
             )
-            warn(msg, ConvergenceWarning, stacklevel=4)
+            warn(msg, ConvergenceWarning, stacklevel=5)
         return W
 
     # ------------------------------------------------------------------ public API
@@ -346,19 +390,18 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
             msg = f"transform got blocks with {got} features but the model was fitted on {self.n_features_in_}."
             raise InputError(msg)
         scales = np.asarray(self.block_scales_, dtype=np.float64)
-        offsets = _offsets(Xs)
         Hs = [(H * np.float32(s)).astype(np.float32) for H, s in zip(self.components_, scales, strict=True)]
         G = np.concatenate(Hs, axis=1)
+        data = RowData.build(Xs, scales)
         # start from the clipped unconstrained least-squares solution
         gram = (G @ G.T).astype(np.float64)
-        rhs = cross_w(Xs, scales, offsets, G).astype(np.float64)  # (k, n)
-        W0t = np.linalg.lstsq(gram, rhs, rcond=None)[0]
-        W0 = np.maximum(W0t.T, 0.0).astype(np.float32)
+        rhs = data.dot(G.T).astype(np.float64)  # (n, k)
+        W0 = np.maximum(np.linalg.lstsq(gram, rhs.T, rcond=None)[0].T, 0.0).astype(np.float32)
         if solver == "mu":  # multiplicative updates cannot move an exact zero
             positive = W0[W0 > 0]
             W0 = np.maximum(W0, np.float32(0.01 * (positive.mean() if positive.size else 1.0)))
         W, _, _, _, converged = SOLVERS[solver](
-            Xs, scales, W0, Hs, max_iter=max_iter, tol=tol, update_H=False, verbose=bool(self.verbose)
+            Xs, scales, W0, Hs, max_iter=max_iter, tol=tol, update_H=False, verbose=bool(self.verbose), data=data
         )
         if not converged:
             msg = (

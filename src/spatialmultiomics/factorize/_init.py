@@ -6,116 +6,118 @@ with thin dense matrices, so sparse blocks are never densified and the joint mat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from spatialmultiomics.factorize._kernels import cross_g, cross_w, total_sum
 
 __all__ = ["INITS", "initialize", "randomized_svd"]
 
 INITS = ("nndsvda", "nndsvd", "random")
 
 
-def _orthonormal(Y: np.ndarray) -> np.ndarray:
-    """Return an orthonormal basis (Q of the thin QR) of the columns of ``Y`` (n, r)."""
-    q, _ = np.linalg.qr(Y)
-    return q
-
-
 def randomized_svd(
-    blocks: Sequence[Any],
-    scales: np.ndarray,
-    offsets: np.ndarray,
+    data: Any,
     k: int,
     rng: np.random.Generator,
     *,
     n_oversamples: int = 10,
     n_iter: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return the leading ``k`` singular triplets of the weighted joint matrix ``X = [s_b X_b]``.
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Return the leading ``k`` singular triplets of the weighted joint matrix held by ``data``.
 
     Parameters
     ----------
-    blocks, scales, offsets
-        The joint matrix, as in :func:`spatialmultiomics.factorize._kernels.cross_w`.
+    data
+        The joint matrix ``X = [s_b X_b]`` (n_cells, n_features): a
+        :class:`~spatialmultiomics.factorize._rowpass.RowData` (or the Dask twin), which provides
+        ``dot(M)`` = ``X @ M`` (n, r), ``tdot(B)`` = ``X.T @ B`` (n_features, r) and ``orthonormal(Y)``.
     k
         Number of singular triplets, ``k <= min(n_cells, n_features)``.
     rng
-        Source of the Gaussian test matrix.
+        Source of the Gaussian test matrix (drawn on the feature side, so it does not depend on how the rows are
+        stored or chunked).
     n_oversamples
         Extra columns of the test matrix.
     n_iter
-        Power iterations (each followed by a QR re-orthonormalisation); default 7 when ``k`` is below a tenth of
+        Power iterations (each followed by a re-orthonormalisation); default 7 when ``k`` is below a tenth of
         ``min(n_cells, n_features)``, else 4 (scikit-learn's rule).
 
     Returns
     -------
     U
-        Array of shape (n_cells, k), float32.
+        Array of shape (n_cells, k), float32 (same array type as ``data.dot`` returns).
     S
         Array of shape (k,), float64, non-increasing.
     Vt
         Array of shape (k, n_features), float32.
     """
-    n, m = blocks[0].shape[0], int(offsets[-1])
+    n, m = data.n_rows, data.n_features
     size = min(k + n_oversamples, n, m)
     if n_iter is None:
         n_iter = 7 if k < 0.1 * min(n, m) else 4
-    omega = rng.standard_normal((size, m)).astype(np.float32)  # rows = test vectors
-    Q = _orthonormal(cross_w(blocks, scales, offsets, omega).T)  # (n, size)
+    omega = rng.standard_normal((m, size))  # columns = test vectors
+    Q = data.orthonormal(data.dot(omega))  # (n, size)
     for _ in range(n_iter):
-        Z = _orthonormal(cross_g(blocks, scales, offsets, np.ascontiguousarray(Q.T)).T)  # (m, size)
-        Q = _orthonormal(cross_w(blocks, scales, offsets, np.ascontiguousarray(Z.T)).T)  # (n, size)
-    B = cross_g(blocks, scales, offsets, np.ascontiguousarray(Q.T)).astype(np.float64)  # (size, m) = Q.T @ X
+        Z = np.linalg.qr(data.tdot(Q))[0]  # (m, size), small
+        Q = data.orthonormal(data.dot(Z))  # (n, size)
+    B = data.tdot(Q).T  # (size, m) = Q.T @ X, float64
     u_hat, s, vt = np.linalg.svd(B, full_matrices=False)
     U = Q @ u_hat[:, :k].astype(np.float32)
     return U, s[:k], vt[:k].astype(np.float32)
 
 
-def _nndsvd(U: np.ndarray, S: np.ndarray, Vt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return NNDSVD factors (Boutsidis & Gallopoulos 2008) from a truncated SVD ``U diag(S) Vt``."""
-    n, k = U.shape
-    W = np.zeros((n, k), dtype=np.float32)
-    H = np.zeros((k, Vt.shape[1]), dtype=np.float32)
-    W[:, 0] = np.sqrt(S[0]) * np.abs(U[:, 0])
+def _nndsvd(U: Any, S: np.ndarray, Vt: np.ndarray, *, norms: Any = None) -> tuple[Any, np.ndarray]:
+    """Return NNDSVD factors (Boutsidis & Gallopoulos 2008) from a truncated SVD ``U diag(S) Vt``.
+
+    Written column-wise without loops over cells, so ``U`` may be a NumPy or a Dask array (``norms``: a function
+    returning the Euclidean norms of the columns as a NumPy array; default NumPy's).
+    """
+    if norms is None:
+
+        def norms(A: Any) -> np.ndarray:
+            return np.sqrt(np.einsum("ij,ij->j", A, A, dtype=np.float64))
+
+    k = U.shape[1]
+    S = np.asarray(S, dtype=np.float64)
+    Vt = np.asarray(Vt, dtype=np.float64)
+    xp_nrm, xn_nrm = norms(np.maximum(U, 0)), norms(np.maximum(-U, 0))
+    yp, yn = np.maximum(Vt, 0), np.maximum(-Vt, 0)
+    yp_nrm, yn_nrm = np.linalg.norm(yp, axis=1), np.linalg.norm(yn, axis=1)
+    positive = xp_nrm * yp_nrm >= xn_nrm * yn_nrm
+    positive[0] = True
+    sign = np.where(positive, 1.0, -1.0)
+    x_nrm = np.where(positive, xp_nrm, xn_nrm)
+    sigma = np.where(positive, xp_nrm * yp_nrm, xn_nrm * yn_nrm)
+    lbd = np.sqrt(S * sigma)
+    coef_w = lbd / np.maximum(x_nrm, 1e-30)
+    coef_w[0] = np.sqrt(S[0])
+    H = np.where(positive[:, None], yp, yn) * (lbd / np.maximum(np.where(positive, yp_nrm, yn_nrm), 1e-30))[:, None]
     H[0] = np.sqrt(S[0]) * np.abs(Vt[0])
-    for j in range(1, k):
-        x, y = U[:, j], Vt[j]
-        x_p, y_p = np.maximum(x, 0), np.maximum(y, 0)
-        x_n, y_n = np.maximum(-x, 0), np.maximum(-y, 0)
-        xp_nrm, yp_nrm = float(np.linalg.norm(x_p)), float(np.linalg.norm(y_p))
-        xn_nrm, yn_nrm = float(np.linalg.norm(x_n)), float(np.linalg.norm(y_n))
-        m_p, m_n = xp_nrm * yp_nrm, xn_nrm * yn_nrm
-        if m_p >= m_n:
-            u, v, sigma = x_p / max(xp_nrm, 1e-30), y_p / max(yp_nrm, 1e-30), m_p
-        else:
-            u, v, sigma = x_n / max(xn_nrm, 1e-30), y_n / max(yn_nrm, 1e-30), m_n
-        lbd = np.sqrt(S[j] * sigma)
-        W[:, j] = lbd * u
-        H[j] = lbd * v
-    # values at float32 round-off level of the largest entry are noise from the SVD: set them to 0
-    W[np.finfo(np.float32).eps * float(W.max(initial=0.0)) > W] = 0.0
-    H[np.finfo(np.float32).eps * float(H.max(initial=0.0)) > H] = 0.0
+    # the first singular pair of a non-negative matrix has one sign: take its absolute value
+    sign_first = np.ones(k)
+    sign_first[0] = 0.0
+    U32 = U.astype(np.float32) if hasattr(U, "astype") else np.asarray(U, dtype=np.float32)
+    W = np.maximum(U32 * (sign * sign_first).astype(np.float32), 0)
+    W = W + abs(U32) * (1.0 - sign_first).astype(np.float32)
+    W = W * coef_w.astype(np.float32)
+    H = H.astype(np.float32)
     return W, H
 
 
 def initialize(
-    blocks: Sequence[Any],
-    scales: np.ndarray,
-    offsets: np.ndarray,
+    data: Any,
     k: int,
     *,
     init: str,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[Any, np.ndarray]:
     """Return initial factors ``W`` (n_cells, k) and ``G`` (k, n_features), float32, of the weighted joint matrix.
 
     Parameters
     ----------
-    blocks, scales, offsets
-        The joint matrix ``X = [s_b X_b]``, as in :func:`spatialmultiomics.factorize._kernels.cross_w`.
+    data
+        The joint matrix ``X = [s_b X_b]`` (see :func:`randomized_svd`; also needs ``total_sum()`` and
+        ``max_abs(W)``).
     k
         Number of components.
     init
@@ -125,16 +127,22 @@ def initialize(
     rng
         Source of randomness (the test matrix of the SVD, or the random values).
     """
-    n, m = blocks[0].shape[0], int(offsets[-1])
-    mean = sum(float(s) * total_sum(X) for X, s in zip(blocks, scales, strict=True)) / (n * m)
+    n, m = data.n_rows, data.n_features
+    mean = data.total_sum() / (n * m)
     if init == "random":
         avg = np.sqrt(mean / k)
         G = (avg * np.abs(rng.standard_normal((k, m)))).astype(np.float32)
-        W = (avg * np.abs(rng.standard_normal((n, k)))).astype(np.float32)
+        W = data.random_rows(rng, k, avg)
         return W, G
-    U, S, Vt = randomized_svd(blocks, scales, offsets, k, rng)
-    W, G = _nndsvd(U, S, Vt)
+    U, S, Vt = randomized_svd(data, k, rng)
+    W, G = _nndsvd(U, S, Vt, norms=getattr(data, "column_norms", None))
+    # values at float32 round-off level of the largest entry are noise from the SVD: set them to 0
+    eps = np.finfo(np.float32).eps
+    w_floor = np.float32(eps * data.max_value(W))
+    G[eps * float(G.max(initial=0.0)) > G] = 0.0
+    fill = np.float32(mean) if init == "nndsvda" else np.float32(0.0)
+    W = np.where(w_floor > W, np.float32(0.0), W)
     if init == "nndsvda":
-        W[W == 0] = mean
-        G[G == 0] = mean
+        W = np.where(W == 0, fill, W)
+        G[G == 0] = fill
     return W, G

@@ -1,34 +1,38 @@
 """Solvers of the joint NMF (Frobenius loss), as plain functions over arrays.
 
 Each solver minimises ``||X - W @ G||_F^2`` over ``W >= 0`` (n_cells, k) and ``G >= 0`` (k, n_features) for the
-weighted joint matrix ``X = [s_1 X_1 | s_2 X_2 | ...]``, alternating a full update of ``W`` and a full update of
-``G``. One iteration costs two sparse-times-thin-dense products per block (``X_b @ G_b.T`` and ``X_b.T @ W``)
-plus O((n_cells + n_features) k^2) dense work; the joint matrix is never built and sparse blocks are never
-densified (adjacent small dense blocks are merged into one pre-scaled copy, see :func:`_merge_dense`).
+weighted joint matrix ``X = [s_1 X_1 | s_2 X_2 | ...]``; the joint matrix is never built, sparse blocks are never
+densified or rescaled (the scales are folded into the small factors, see
+:class:`spatialmultiomics.factorize._rowpass.RowData`).
 
-Updates are accelerated as in Gillis & Glineur (2012): since the two products cost far more than a sweep of
-the update rule, each update of ``W`` (or ``G``) repeats its sweep with the same products while that still pays,
-up to a number of times fixed by a deterministic cost model (:func:`_max_inner`; 1 for tiny dense problems, up to
-10 for large sparse ones). The results are deterministic and independent of the machine's load.
+``'hals'`` and ``'mu'`` alternate a full update of ``G`` and one fused pass over the rows of the data that
+updates every row of ``W`` and returns everything the next update of ``G`` and the loss need, so the data are read
+once per iteration. Updates are accelerated as in Gillis & Glineur (2012): the products cost far more than a
+sweep of the update rule, so each row of ``W`` repeats its sweep while it still moves (up to a number fixed by a
+deterministic cost model, :func:`_max_inner`), and so does each update of ``G``. Large inputs run in
+thread-parallel numba kernels with BLAS pinned to one thread (threadpoolctl). ``'minibatch'`` is the online
+variant for millions of cells (Mairal et al. 2010): it passes over mini-batches of rows and updates ``G`` from
+exponentially forgotten running sums after every batch.
 
-Every 10 iterations (and after the last one) the solvers evaluate the Frobenius norm of the weighted residual as
-``sqrt(||X||^2 - 2 tr(W.T X G.T) + tr(W.T W G G.T))`` with the trace terms accumulated in float64 (see
-:func:`spatialmultiomics.factorize._kernels.frobenius_loss`: with a good fit the three terms nearly cancel, and
-float32 products would leave only a few significant digits), and stop when it changed by less than ``tol``
-(relative) over those 10 iterations.
+The loss ``||X||^2 - 2 tr(W.T X G.T) + tr(W.T W G G.T)`` comes out of every pass with the traces accumulated in
+float64 (with a good fit the three terms nearly cancel). The solvers stop when it changed by less than ``tol``
+(relative) over the last 10 iterations (checked every 10 iterations; every epoch for ``'minibatch'``).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from spatialmultiomics._log import logger
-from spatialmultiomics.factorize._kernels import cross_g, cross_w, frobenius_loss, hals_sweep, mu_step, squared_norm
+from spatialmultiomics.factorize._kernels import hals_sweep, mu_step
+from spatialmultiomics.factorize._rowpass import PassStats, RowData
 
 __all__ = ["SOLVERS", "SolverResult"]
 
@@ -39,7 +43,6 @@ CHECK_EVERY = 10
 INNER_ALPHA = 0.5
 INNER_DELTA = 0.1
 MAX_INNER = 10
-MERGE_LIMIT = 1 << 24  # adjacent dense blocks up to this many values in all are merged into one scaled copy
 # cost model, in sparse multiply-adds: a dense (BLAS) multiply-add is ~10x cheaper than one through scipy.sparse;
 # a NumPy call costs about 3e3 of them, a scipy.sparse product about 5e4 on top of its multiply-adds
 DENSE_MAC_COST = 0.1
@@ -78,37 +81,6 @@ def _repeat(
             return
 
 
-def _merge_dense(blocks: Sequence[Any], scales: np.ndarray) -> tuple[list[Any], np.ndarray]:
-    """Merge each run of adjacent dense blocks (if small enough) into one pre-scaled float32 copy.
-
-    One product with a wide block is cheaper than several with narrow ones (fewer calls, no scaling per call);
-    the copy is made only when the run holds at most ``MERGE_LIMIT`` values. The merged blocks cover the same
-    columns of the joint matrix in the same order, with scale 1.
-    """
-    out: list[Any] = []
-    out_scales: list[float] = []
-    run: list[tuple[Any, float]] = []
-
-    def flush() -> None:
-        if len(run) > 1 and sum(X.size for X, _ in run) <= MERGE_LIMIT:
-            out.append(np.hstack([X * np.float32(sc) for X, sc in run]).astype(np.float32, copy=False))
-            out_scales.append(1.0)
-        else:
-            out.extend(X for X, _ in run)
-            out_scales.extend(sc for _, sc in run)
-        run.clear()
-
-    for X, sc in zip(blocks, scales, strict=True):
-        if sp.issparse(X):
-            flush()
-            out.append(X)
-            out_scales.append(float(sc))
-        else:
-            run.append((X, float(sc)))
-    flush()
-    return out, np.asarray(out_scales, dtype=np.float64)
-
-
 def _product_cost(blocks: Sequence[Any], k: int) -> float:
     """Return the cost model of ``X @ G.T`` (or ``X.T @ W``): multiply-adds weighted by kind, plus call overhead."""
     return sum(
@@ -129,8 +101,62 @@ def _max_inner(product_cost: float, sweep_cost: float) -> int:
     return int(min(max(INNER_ALPHA * product_cost / max(sweep_cost, 1.0), 1.0), MAX_INNER))
 
 
+def _data_cost(data: Any, k: int) -> float:
+    """Return the cost model of ``X @ G.T`` for the joint matrix held by ``data`` (its CSR and dense parts)."""
+    cost = 0.0
+    if data.sparse_nnz is not None:
+        cost += data.sparse_nnz * k + SPARSE_CALL_COST
+    if data.dense_size is not None:
+        cost += data.dense_size * k * DENSE_MAC_COST + CALL_COST
+    return cost
+
+
+def _inner_counts(data: Any, k: int, use_numba: bool) -> tuple[int, int]:
+    """Return the sweeps per update of ``W`` (per row) and of ``G``, from the cost model of one pass.
+
+    A pass costs the two products ``X @ G.T`` and ``X.T @ W``. The numba kernel sweeps one row at a time
+    (k^2 multiply-adds against ``2 * stored / n * k`` for that row's products); the NumPy code sweeps a whole
+    column of ``W`` per call (:func:`_sweep_cost`).
+    """
+    n, m = data.n_rows, data.n_features
+    product = 2.0 * _data_cost(data, k)
+    if use_numba:
+        inner_w = _max_inner(2.0 * data.stored / max(n, 1) * k, float(k * k))
+    else:
+        inner_w = _max_inner(product, _sweep_cost(n, k))
+    inner_h = _max_inner(product + n * k * k * DENSE_MAC_COST, _sweep_cost(m, k))
+    return inner_w, inner_h
+
+
+def _squared_error(norm_x2: float, stats: PassStats) -> float:
+    """Return ``||X - W G||^2 = ||X||^2 - 2 tr(W.T X G.T) + tr(W.T W G G.T)`` from the sums of a pass."""
+    return max(norm_x2 - 2.0 * stats.cross + stats.quad, 0.0)
+
+
+def _squared_error_after(norm_x2: float, stats: PassStats, G: np.ndarray) -> float:
+    """Return ``||X - W G||^2`` for the ``W`` of a pass and any ``G``: ``X.T @ W`` and ``W.T @ W`` suffice.
+
+    ``||X||^2 - 2 sum(G * (X.T W).T) + sum((W.T W) * (G G.T))``, in float64 (so the error after the update of
+    ``G`` that follows a pass costs no further pass over the data).
+    """
+    G64 = np.asarray(G, dtype=np.float64)
+    cross = float(np.sum(G64 * stats.XtW.T))
+    quad = float(np.sum(stats.WtW * (G64 @ G64.T)))
+    return max(norm_x2 - 2.0 * cross + quad, 0.0)
+
+
+def _update_g(rule: Callable[..., None], G: np.ndarray, gram: np.ndarray, XA: np.ndarray, inner: int) -> None:
+    """Update ``G`` (k, m) in place with ``rule`` from ``gram`` (k, k) and ``XA = W.T @ X`` (k, m), float64 in."""
+    buffer = np.empty_like(G)
+    _repeat(rule, G, gram.astype(np.float32), np.ascontiguousarray(XA, dtype=np.float32), inner, buffer)
+
+
+def _split_g(G: np.ndarray, out_offsets: np.ndarray) -> list[np.ndarray]:
+    return [G[:, a:b].copy() for a, b in itertools.pairwise(out_offsets)]
+
+
 def _iterate(
-    update: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
+    rule: str,
     blocks: Sequence[Any],
     scales: Sequence[float],
     W: np.ndarray,
@@ -141,49 +167,45 @@ def _iterate(
     update_H: bool,
     verbose: bool,
     name: str,
+    data: RowData | None = None,
 ) -> SolverResult:
-    """Run alternating updates with the row-wise kernel ``update`` (see :mod:`._kernels`)."""
+    """Run alternating updates: one fused pass that updates ``W``, then ``G`` from the sums of that pass.
+
+    Every iteration makes one pass over the rows of the data (:meth:`RowData.row_pass`): it updates ``W`` row by
+    row with ``G`` fixed and returns ``W.T @ W`` and ``X.T @ W`` of the new ``W``; from these ``G`` (k, m) is
+    updated with its own rule (repeated while the cost model says it pays), and the exact error of the new
+    factors follows from the same sums (:func:`_squared_error_after`), so it costs no extra pass.
+    """
     out_offsets = np.concatenate([[0], np.cumsum([X.shape[1] for X in blocks])]).astype(np.int64)
-    blocks, scales_arr = _merge_dense(blocks, np.asarray(scales, dtype=np.float64))
-    offsets = np.concatenate([[0], np.cumsum([X.shape[1] for X in blocks])]).astype(np.int64)
-    norm_x2 = float(sum(s * s * squared_norm(X) for X, s in zip(blocks, scales_arr, strict=True)))
-    Wt = np.array(W.T, dtype=np.float32, order="C")  # (k, n): cells along rows of the transposed factor
+    data = RowData.build(blocks, scales) if data is None else data
     G = np.ascontiguousarray(np.concatenate(list(Hs), axis=1), dtype=np.float32)
-    k, n, m = G.shape[0], Wt.shape[1], G.shape[1]
-    product = _product_cost(blocks, k)
-    inner_w = _max_inner(product + m * k * k * DENSE_MAC_COST, _sweep_cost(n, k))  # X @ G.T and G @ G.T
-    inner_h = _max_inner(product + n * k * k * DENSE_MAC_COST, _sweep_cost(m, k))  # X.T @ W and W.T @ W
-    transposed = [X.T for X in blocks]  # views, made once
-    buf_w, buf_h = np.empty_like(Wt), np.empty_like(G)
-    GGt = G @ G.T
-    XGt = None if update_H else cross_w(blocks, scales_arr, offsets, G)  # H fixed: the cross term is constant
+    W = np.array(W, dtype=np.float32, order="C")
+    k = G.shape[0]
+    use_numba = data.use_numba(k)
+    inner_w, inner_h = _inner_counts(data, k, use_numba)
+    g_rule = hals_sweep if rule == "hals" else mu_step
     log = logger.info if verbose else logger.debug
-    errors = [float(np.sqrt(frobenius_loss(norm_x2, blocks, scales_arr, offsets, Wt, G)))]
-    converged = False
-    n_iter = 0
-    for it in range(1, max_iter + 1):
-        n_iter = it
-        if update_H:
-            _repeat(update, Wt, GGt, cross_w(blocks, scales_arr, offsets, G), inner_w, buf_w)  # (k, n) = G @ X.T
-            WtW = Wt @ Wt.T
-            _repeat(
-                update, G, WtW, cross_g(blocks, scales_arr, offsets, Wt, transposed), inner_h, buf_h
-            )  # (k, m) = Wt @ X
-            GGt = G @ G.T
-        else:
-            update(Wt, GGt, XGt)
-        if it % CHECK_EVERY and it < max_iter:
-            continue
-        errors.append(float(np.sqrt(frobenius_loss(norm_x2, blocks, scales_arr, offsets, Wt, G))))
-        if it % CHECK_EVERY == 0:
-            before, now = errors[-2], errors[-1]
-            change = (before - now) / before if before > 0 else 0.0
-            log("%s iteration %d: reconstruction error %.6g, relative change %.3g", name, it, now, change)
-            if change < tol:
-                converged = True
-                break
-    Hs_out = [G[:, a:b].copy() for a, b in itertools.pairwise(out_offsets)]
-    return np.ascontiguousarray(Wt.T), Hs_out, n_iter, errors, converged
+    with threadpool_limits(limits=1, user_api="blas") if use_numba else nullcontext():
+        stats = data.row_pass(G, W, update="none", use_numba=use_numba)
+        errors = [float(np.sqrt(_squared_error(data.norm_x2, stats)))]
+        converged = False
+        n_iter = 0
+        for it in range(1, max_iter + 1):
+            n_iter = it
+            stats = data.row_pass(G, W, update=rule, max_inner=inner_w, delta=INNER_DELTA, use_numba=use_numba)
+            if update_H:
+                _update_g(g_rule, G, stats.WtW, stats.XtW.T, inner_h)
+            if it % CHECK_EVERY and it < max_iter:
+                continue
+            errors.append(float(np.sqrt(_squared_error_after(data.norm_x2, stats, G))))
+            if it % CHECK_EVERY == 0:
+                before, now = errors[-2], errors[-1]
+                change = (before - now) / before if before > 0 else 0.0
+                log("%s iteration %d: reconstruction error %.6g, relative change %.3g", name, it, now, change)
+                if change < tol:
+                    converged = True
+                    break
+    return W, _split_g(G, out_offsets), n_iter, errors, converged
 
 
 def _fit_hals(
@@ -196,12 +218,14 @@ def _fit_hals(
     tol: float = 1e-4,
     update_H: bool = True,
     verbose: bool = False,
+    data: RowData | None = None,
+    **_: Any,
 ) -> SolverResult:
     """Fit by hierarchical alternating least squares (HALS; Cichocki & Phan 2009).
 
-    Each iteration sweeps over the k columns of ``W`` and then over the k rows of ``G``, each a closed-form
-    non-negative least-squares update (scikit-learn's coordinate descent, ``solver='cd'``); each sweep is
-    repeated with the same products while that pays (accelerated HALS, Gillis & Glineur 2012).
+    Each iteration sweeps over the k rows of ``G`` and then over the k entries of every row of ``W``, each a
+    closed-form non-negative least-squares update (scikit-learn's coordinate descent, ``solver='cd'``); each
+    sweep is repeated with the same products while that pays (accelerated HALS, Gillis & Glineur 2012).
 
     Parameters
     ----------
@@ -214,14 +238,17 @@ def _fit_hals(
     Hs
         Initial feature loadings in weighted units, one (k, n_features_b) array per block.
     max_iter
-        Maximum number of iterations (one iteration = one update of ``W`` and one of ``G``; with ``update_H=False``
-        one sweep over ``W``).
+        Maximum number of iterations (one iteration = one update of ``G`` and one of ``W``; with
+        ``update_H=False`` one update of ``W``).
     tol
         Stop when the reconstruction error changed by less than this fraction over the last 10 iterations.
     update_H
         False keeps ``Hs`` fixed and solves for ``W`` only (non-negative least squares, used by ``transform``).
     verbose
         Log the error at every check at INFO level (else DEBUG).
+    data
+        The blocks already held as a :class:`~spatialmultiomics.factorize._rowpass.RowData` (built once by the
+        caller); default built from ``blocks`` and ``scales``.
 
     Returns
     -------
@@ -238,7 +265,7 @@ def _fit_hals(
         Whether the stopping rule was met before ``max_iter``.
     """
     return _iterate(
-        hals_sweep,
+        "hals",
         blocks,
         scales,
         W,
@@ -248,6 +275,7 @@ def _fit_hals(
         update_H=update_H,
         verbose=verbose,
         name="HALS",
+        data=data,
     )
 
 
@@ -261,16 +289,18 @@ def _fit_mu(
     tol: float = 1e-4,
     update_H: bool = True,
     verbose: bool = False,
+    data: RowData | None = None,
+    **_: Any,
 ) -> SolverResult:
     """Fit by multiplicative updates (Lee & Seung 2001), Frobenius loss.
 
-    ``W <- W * (X G.T) / (W G G.T)`` then ``G <- G * (W.T X) / (W.T W G)`` (each repeated with the same products
-    while that pays, accelerated MU, Gillis & Glineur 2012), with a relative floor on the denominators (see :func:`spatialmultiomics.factorize._kernels.mu_step`). Entries that reach exactly 0 stay
-    0, so start from strictly positive factors (``init='nndsvda'`` or ``'random'``). Parameters and returns as in
-    :func:`_fit_hals`.
+    ``G <- G * (W.T X) / (W.T W G)`` then ``W <- W * (X G.T) / (W G G.T)`` (each repeated with the same products
+    while that pays, accelerated MU, Gillis & Glineur 2012), with a relative floor on the denominators (see
+    :func:`spatialmultiomics.factorize._kernels.mu_step`). Entries that reach exactly 0 stay 0, so start from
+    strictly positive factors (``init='nndsvda'`` or ``'random'``). Parameters and returns as in :func:`_fit_hals`.
     """
     return _iterate(
-        mu_step,
+        "mu",
         blocks,
         scales,
         W,
@@ -280,8 +310,111 @@ def _fit_mu(
         update_H=update_H,
         verbose=verbose,
         name="MU",
+        data=data,
     )
 
 
+def _fit_minibatch(
+    blocks: Sequence[Any],
+    scales: Sequence[float],
+    W: np.ndarray,
+    Hs: Sequence[np.ndarray],
+    *,
+    max_iter: int = 400,
+    tol: float = 1e-4,
+    update_H: bool = True,
+    verbose: bool = False,
+    batch_size: int = 4096,
+    forget_factor: float = 0.7,
+    rng: np.random.Generator | None = None,
+    data: RowData | None = None,
+) -> SolverResult:
+    """Fit by online / mini-batch HALS (Mairal et al. 2010; scikit-learn's ``MiniBatchNMF`` in spirit).
+
+    One iteration is one epoch: the rows are cut into contiguous batches of ``batch_size`` cells, visited in a
+    seeded random order. For each batch, its rows of ``W`` are solved with ``G`` fixed (HALS sweeps, per row, until
+    they stop moving) in one pass over its rows, which also returns ``A_b = W_b.T W_b`` and ``B_b = W_b.T X_b``;
+    the running sums ``A <- rho A + A_b``, ``B <- rho B + B_b`` (``rho = forget_factor ** (batch_size /
+    n_cells)``, so a full epoch ago weighs ``forget_factor``) then drive HALS sweeps of ``G``. The loss of an epoch
+    is the sum of its batches' losses (each measured when its rows were solved); the solver stops when it changed
+    by less than ``tol`` (relative) from the previous epoch. A last full pass solves every row of ``W`` against the
+    final ``G``, so the returned factors are consistent and their error is exact.
+
+    Parameters
+    ----------
+    blocks, scales, W, Hs, tol, verbose
+        As in :func:`_fit_hals`.
+    max_iter
+        Maximum number of epochs.
+    update_H
+        False keeps ``Hs`` fixed: the rows of ``W`` are solved once each (as :func:`_fit_hals` with
+        ``update_H=False``).
+    batch_size
+        Cells per batch.
+    forget_factor
+        Weight of the sums of one epoch ago, in (0, 1].
+    rng
+        Order of the batches (default: seed 0).
+    data
+        As in :func:`_fit_hals`.
+
+    Returns
+    -------
+    As :func:`_fit_hals`, with ``errors`` = the exact error of the initial factors, the loss of every epoch and the
+    exact error of the returned factors; ``n_iter`` = epochs run.
+    """
+    if not update_H:
+        return _fit_hals(blocks, scales, W, Hs, max_iter=max_iter, tol=tol, update_H=False, verbose=verbose, data=data)
+    rng = np.random.default_rng(0) if rng is None else rng
+    out_offsets = np.concatenate([[0], np.cumsum([X.shape[1] for X in blocks])]).astype(np.int64)
+    data = RowData.build(blocks, scales) if data is None else data
+    G = np.ascontiguousarray(np.concatenate(list(Hs), axis=1), dtype=np.float32)
+    W = np.array(W, dtype=np.float32, order="C")
+    k, n, m = G.shape[0], data.n_rows, data.n_features
+    batch_size = int(min(batch_size, n))
+    starts = np.arange(0, n, batch_size)
+    use_numba = data.use_numba(k)
+    rho = float(forget_factor) ** (batch_size / n)
+    row_norms = data.row_norms2()
+    batch_norm_x2 = np.add.reduceat(row_norms, starts)
+    inner_w = _max_inner(2.0 * data.stored / max(n, 1) * k, float(k * k)) if use_numba else MAX_INNER
+    batch_cost = 2.0 * _data_cost(data, k) * batch_size / n
+    inner_h = _max_inner(batch_cost + batch_size * k * k * DENSE_MAC_COST, _sweep_cost(m, k))
+    log = logger.info if verbose else logger.debug
+    A = np.zeros((k, k))
+    B = np.zeros((k, m))
+    with threadpool_limits(limits=1, user_api="blas") if use_numba else nullcontext():
+        errors = [float(np.sqrt(_squared_error(data.norm_x2, data.row_pass(G, W, use_numba=use_numba))))]
+        converged = False
+        n_iter = 0
+        previous = np.inf
+        for epoch in range(1, max_iter + 1):
+            n_iter = epoch
+            total = 0.0
+            for b in rng.permutation(starts.size):
+                r0 = int(starts[b])
+                r1 = min(n, r0 + batch_size)
+                stats = data.row_pass(
+                    G, W, update="hals", max_inner=inner_w, delta=INNER_DELTA, rows=(r0, r1), use_numba=use_numba
+                )
+                total += _squared_error(float(batch_norm_x2[b]), stats)
+                A *= rho
+                A += stats.WtW
+                B *= rho
+                B += stats.XtW.T
+                _update_g(hals_sweep, G, A, B, inner_h)
+            now = float(np.sqrt(total))
+            errors.append(now)
+            change = (previous - now) / previous if np.isfinite(previous) and previous > 0 else np.inf
+            log("minibatch epoch %d: reconstruction error %.6g, relative change %.3g", epoch, now, change)
+            previous = now
+            if change < tol:
+                converged = True
+                break
+        stats = data.row_pass(G, W, update="hals", max_inner=MAX_INNER, delta=INNER_DELTA, use_numba=use_numba)
+        errors.append(float(np.sqrt(_squared_error(data.norm_x2, stats))))
+    return W, _split_g(G, out_offsets), n_iter, errors, converged
+
+
 #: solver name -> solver function
-SOLVERS: dict[str, Callable[..., SolverResult]] = {"hals": _fit_hals, "mu": _fit_mu}
+SOLVERS: dict[str, Callable[..., SolverResult]] = {"hals": _fit_hals, "mu": _fit_mu, "minibatch": _fit_minibatch}

@@ -16,15 +16,23 @@ if TYPE_CHECKING:
 __all__ = ["highly_variable_genes"]
 
 
-def _mean_var(X: np.ndarray | sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and variances without densifying a sparse matrix."""
-    n = X.shape[0]
+def _mean_var(X: np.ndarray | sp.spmatrix, chunk: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and variances without densifying or copying a sparse matrix (float64 sums, by chunks)."""
+    n, m = X.shape
     if sp.issparse(X):
-        X = sp.csr_matrix(X)
-        mean = np.asarray(X.sum(axis=0), dtype=np.float64).ravel() / n
-        sq = X.copy()
-        sq.data = sq.data.astype(np.float64) ** 2
-        mean_sq = np.asarray(sq.sum(axis=0)).ravel() / n
+        if X.format not in ("csr", "csc") or not X.has_canonical_format:
+            X = sp.csr_matrix(X, copy=True)
+            X.sum_duplicates()
+        total, total_sq = np.zeros(m), np.zeros(m)
+        for start in range(0, X.nnz, chunk):
+            vals = X.data[start : start + chunk].astype(np.float64)
+            if X.format == "csr":
+                col = X.indices[start : start + chunk]
+            else:  # CSC: the column of a stored value is the segment of indptr it falls in
+                col = np.searchsorted(X.indptr, np.arange(start, start + vals.size), side="right") - 1
+            total += np.bincount(col, weights=vals, minlength=m)
+            total_sq += np.bincount(col, weights=vals * vals, minlength=m)
+        mean, mean_sq = total / n, total_sq / n
     else:
         X = np.asarray(X, dtype=np.float64)
         mean = X.mean(axis=0)

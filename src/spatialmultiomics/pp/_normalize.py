@@ -17,6 +17,15 @@ if TYPE_CHECKING:
 __all__ = ["normalize_counts", "scale_intensities"]
 
 
+def _scale_rows_inplace(X: sp.csr_matrix, scale: np.ndarray, rows_per_chunk: int = 65536) -> None:
+    """Multiply each row of a CSR matrix by ``scale[row]`` in place, a chunk of rows at a time (no nnz-sized copy)."""
+    indptr = X.indptr
+    for r0 in range(0, X.shape[0], rows_per_chunk):
+        r1 = min(X.shape[0], r0 + rows_per_chunk)
+        a, b = indptr[r0], indptr[r1]
+        X.data[a:b] *= np.repeat(scale[r0:r1], np.diff(indptr[r0 : r1 + 1]))
+
+
 def _normalize_counts(
     X: np.ndarray | sp.spmatrix, *, target_sum: float | None, log: bool
 ) -> np.ndarray | sp.csr_matrix:
@@ -30,7 +39,7 @@ def _normalize_counts(
     target = float(np.median(lib[lib > 0])) if target_sum is None and (lib > 0).any() else (target_sum or 1.0)
     scale = np.divide(target, lib, out=np.zeros_like(lib), where=lib > 0).astype(np.float32)
     if sp.issparse(X):
-        X.data *= np.repeat(scale, np.diff(X.indptr))
+        _scale_rows_inplace(X, scale)
         if log:
             np.log1p(X.data, out=X.data)
     else:

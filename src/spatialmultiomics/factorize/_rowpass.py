@@ -1,0 +1,465 @@
+"""The weighted joint matrix as row-major data, and one fused pass over its rows (NumPy reference or numba).
+
+:class:`RowData` holds the blocks ``X_b`` of ``X = [s_1 X_1 | s_2 X_2 | ...]`` as one CSR part and one dense part
+(each a view of the caller's block when there is only one of its kind, else one stacked copy), with the column
+scales kept apart so that they are folded into the small matrices and the data are never rescaled or copied.
+
+:meth:`RowData.row_pass` is the whole cost of a solver iteration: for every row it computes ``xg = X[i] @ G.T``,
+updates the cell loadings ``W[i]`` with ``G`` fixed (coordinate-descent sweeps or multiplicative updates,
+repeated while they still move the row) and, with the new row, accumulates everything the next update of ``G``
+and the loss need (``X.T @ W``, ``W.T @ W``, ``tr(W.T X G.T)``, ``tr(W.T W G G.T)``). The data are read once per
+iteration; sums are float64, factors float32. Large inputs go to the thread-parallel numba kernels of
+:mod:`spatialmultiomics.factorize._numba` (imported lazily); small ones to the NumPy code here, which is also their
+reference in the tests.
+
+No logging, no I/O, no AnnData here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from spatialmultiomics.factorize._kernels import squared_norm
+
+__all__ = ["NUMBA_MIN_WORK", "PassStats", "RowData", "numba_available", "row_sweeps"]
+
+#: multiply-adds per pass (2 x stored values x k) above which the numba kernels are used (their import costs ~0.4 s)
+NUMBA_MIN_WORK = 4e7
+_CHUNK = 1 << 20  # values of float64 temporaries per chunk in the NumPy code
+_REDUCE_BYTES = 64 << 20  # memory budget of the per-chunk partial sums of the numba kernels
+_MAX_CHUNKS = 64
+_EPS32 = float(np.finfo(np.float32).eps)
+_TINY = 1e-30
+UPDATES = {"none": 0, "hals": 1, "mu": 2}
+
+
+def numba_available() -> bool:
+    """Return whether numba can be imported (it is only imported when a large input needs it)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:  # pragma: no cover - numba is installed in the test environment
+        return False
+    return True
+
+
+class PassStats(NamedTuple):
+    """Sums accumulated by one pass over the rows, with the cell loadings as stored after the pass.
+
+    Attributes
+    ----------
+    XtW
+        Array (n_features, k), float64: ``X.T @ W`` of the weighted joint matrix.
+    WtW
+        Array (k, k), float64: ``W.T @ W``.
+    cross
+        ``tr(W.T X G.T)`` (float64).
+    quad
+        ``tr(W.T W gram)`` where ``gram`` is the Gram matrix passed (``G @ G.T``).
+    """
+
+    XtW: np.ndarray
+    WtW: np.ndarray
+    cross: float
+    quad: float
+
+
+def row_sweeps(
+    w: np.ndarray, xg: np.ndarray, gram: np.ndarray, update: int, max_inner: int, delta: float
+) -> np.ndarray:
+    """Update the rows of ``w`` (r, k) in place, each on its own, as the numba kernel does; return ``w``.
+
+    ``update`` 1: coordinate-descent (HALS) sweeps over the k entries of each row,
+    ``w_j <- max(0, w_j + (xg_j - gram[j] @ w) / gram[j, j])``; 2: multiplicative updates
+    ``w <- w * xg / max(gram @ w, eps32 * max(gram @ w) + 1e-30)``. Each row repeats its sweep up to ``max_inner``
+    times and stops once a sweep moves it by at most ``delta`` times its first move (Euclidean norms), or at once
+    if the first sweep did not move it. Rows are independent, so this equals a loop over the rows.
+    """
+    k = w.shape[1]
+    rows = np.arange(w.shape[0])
+    first = np.zeros(w.shape[0])
+    delta2 = delta * delta
+    for it in range(max_inner):
+        if rows.size == 0:
+            break
+        wa, xa = w[rows], xg[rows]
+        before = wa.copy()
+        if update == 1:
+            for j in range(k):
+                d = float(gram[j, j])
+                if d <= 0.0:
+                    continue
+                wa[:, j] = np.maximum(wa[:, j] + (xa[:, j] - wa @ gram[j]) / d, 0.0)
+        else:
+            gw = wa @ gram
+            floor = _EPS32 * gw.max(axis=1, initial=0.0) + _TINY
+            wa *= xa / np.maximum(gw, floor[:, None])
+        move = np.einsum("ij,ij->i", wa - before, wa - before)
+        w[rows] = wa
+        if it == 0:
+            first[:] = move
+            rows = rows[move > 0.0]
+        else:
+            rows = rows[move > delta2 * first[rows]]
+    return w
+
+
+def _dynamic_schedule(size: int = 1) -> Any:
+    """Context in which numba hands the row chunks of a parallel loop to its threads one at a time.
+
+    With the default static split, a thread that the OS deschedules (another process on a busy 2-core machine)
+    makes the whole pass wait for its half; handing out chunks (of ``size`` loop iterations) dynamically lets the
+    running thread take them.
+    The chunks themselves and the order of their sums are fixed, so the results are unchanged.
+    """
+    import numba
+
+    return numba.parallel_chunksize(size)
+
+
+def _n_chunks(n: int, width: int, k: int) -> int:
+    """Return the number of row chunks of the numba kernels: a function of the shapes only (deterministic)."""
+    by_memory = _REDUCE_BYTES // max(8 * k * max(width, 1), 1)
+    return int(max(1, min(_MAX_CHUNKS, n // 1024 + 1, by_memory)))
+
+
+@dataclass(eq=False)
+class RowData:
+    """The weighted joint matrix ``X = [s_b X_b]`` as one CSR part and one dense part (n_cells rows each).
+
+    Attributes
+    ----------
+    sparse
+        CSR matrix (n, m_s), float32, or None: the sparse blocks side by side (unscaled).
+    dense
+        Array (n, m_d), float32, C-contiguous, or None: the dense blocks side by side (unscaled).
+    cols_s, cols_d
+        Integer arrays: the columns of the joint matrix held by each part, in order.
+    scale_s, scale_d
+        Float64 arrays: the scale ``s_b`` of each of those columns.
+    n_features
+        Columns of the joint matrix.
+    norm_x2
+        ``||X||_F^2`` of the weighted joint matrix.
+    """
+
+    sparse: sp.csr_matrix | None
+    dense: np.ndarray | None
+    cols_s: np.ndarray
+    cols_d: np.ndarray
+    scale_s: np.ndarray
+    scale_d: np.ndarray
+    n_features: int
+    norm_x2: float
+
+    @classmethod
+    def build(cls, blocks: Sequence[Any], scales: Sequence[float]) -> RowData:
+        """Split validated float32 blocks (dense C-contiguous or CSR/CSC) into a CSR part and a dense part.
+
+        A single sparse (dense) block is used as it is (a CSC block is converted to CSR once); several are
+        stacked into one copy.
+        """
+        offsets = np.concatenate([[0], np.cumsum([X.shape[1] for X in blocks])]).astype(np.int64)
+        parts: dict[bool, list[tuple[Any, np.ndarray, float]]] = {True: [], False: []}
+        norm_x2 = 0.0
+        for X, s, a, b in zip(blocks, scales, offsets[:-1], offsets[1:], strict=True):
+            parts[sp.issparse(X)].append((X, np.arange(a, b), float(s)))
+            norm_x2 += float(s) ** 2 * squared_norm(X)
+
+        def cols_scales(items: list[tuple[Any, np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray]:
+            if not items:
+                return np.zeros(0, dtype=np.int64), np.zeros(0)
+            cols = np.concatenate([c for _, c, _ in items])
+            scale = np.concatenate([np.full(c.size, s) for _, c, s in items])
+            return cols, scale
+
+        sparse = None
+        if parts[True]:
+            mats = [X for X, _, _ in parts[True]]
+            sparse = mats[0].tocsr() if len(mats) == 1 else sp.hstack(mats, format="csr")
+            sparse = sparse.astype(np.float32, copy=False)
+            if not sparse.has_canonical_format:  # pragma: no cover - validated blocks are canonical
+                sparse.sum_duplicates()
+        dense = None
+        if parts[False]:
+            mats = [X for X, _, _ in parts[False]]
+            dense = np.ascontiguousarray(mats[0] if len(mats) == 1 else np.hstack(mats), dtype=np.float32)
+        cols_s, scale_s = cols_scales(parts[True])
+        cols_d, scale_d = cols_scales(parts[False])
+        return cls(sparse, dense, cols_s, cols_d, scale_s, scale_d, int(offsets[-1]), norm_x2)
+
+    # ------------------------------------------------------------------ shapes and costs
+    @property
+    def n_rows(self) -> int:
+        """Number of rows (cells)."""
+        return int((self.sparse if self.sparse is not None else self.dense).shape[0])
+
+    @property
+    def stored(self) -> int:
+        """Number of stored values (non-zeros of the CSR part plus every value of the dense part)."""
+        nnz = self.sparse.nnz if self.sparse is not None else 0
+        return int(nnz + (self.dense.size if self.dense is not None else 0))
+
+    @property
+    def sparse_nnz(self) -> int | None:
+        """Stored values of the CSR part, or None without one."""
+        return None if self.sparse is None else int(self.sparse.nnz)
+
+    @property
+    def dense_size(self) -> int | None:
+        """Values of the dense part, or None without one."""
+        return None if self.dense is None else int(self.dense.size)
+
+    def row_norms2(self) -> np.ndarray:
+        """Return the squared Euclidean norm of every row of the weighted joint matrix, shape (n,), float64."""
+        out = np.zeros(self.n_rows)
+        width = (self.sparse.nnz / max(self.n_rows, 1) if self.sparse is not None else 0) + self.cols_d.size
+        step = max(1, int(_CHUNK // max(width, 1.0)))
+        s2_s, s2_d = self.scale_s**2, self.scale_d**2
+        for a in range(0, self.n_rows, step):
+            b = min(self.n_rows, a + step)
+            if self.sparse is not None:
+                X = self.sparse[a:b]
+                vals = X.data.astype(np.float64) ** 2 * s2_s[X.indices]
+                out[a:b] += np.bincount(np.repeat(np.arange(b - a), np.diff(X.indptr)), vals, minlength=b - a)
+            if self.dense is not None:
+                out[a:b] += (self.dense[a:b].astype(np.float64) ** 2) @ s2_d
+        return out
+
+    def use_numba(self, k: int) -> bool:
+        """Return whether a pass is large enough (``2 * stored * k`` multiply-adds) for the numba kernels."""
+        return 2.0 * self.stored * k >= NUMBA_MIN_WORK and numba_available()
+
+    # ------------------------------------------------------------------ folding the scales
+    def split(self, G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(s * G_sparse).T`` (m_s, k) and ``(s * G_dense).T`` (m_d, k), float64, C-contiguous."""
+        G = np.asarray(G, dtype=np.float64)
+        GsT = np.ascontiguousarray((G[:, self.cols_s] * self.scale_s).T)
+        GdT = np.ascontiguousarray((G[:, self.cols_d] * self.scale_d).T)
+        return GsT, GdT
+
+    def merge(self, part_s: np.ndarray, part_d: np.ndarray) -> np.ndarray:
+        """Return the (n_features, r) product ``X.T @ B`` of the joint matrix from the unscaled parts."""
+        out = np.zeros((self.n_features, part_s.shape[1] if part_s.size else part_d.shape[1]))
+        out[self.cols_s] = part_s * self.scale_s[:, None]
+        out[self.cols_d] = part_d * self.scale_d[:, None]
+        return out
+
+    def _csr_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return ``indptr, indices, data`` of the CSR part (an empty structure when there is none)."""
+        if self.sparse is not None:
+            return self.sparse.indptr, self.sparse.indices, self.sparse.data
+        return np.zeros(self.n_rows + 1, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+
+    # ------------------------------------------------------------------ products (randomized SVD, torch/dask parity)
+    def dot(self, M: np.ndarray, *, use_numba: bool | None = None) -> np.ndarray:
+        """Return ``X @ M`` (n, r), float32, for a dense ``M`` (n_features, r)."""
+        M = np.asarray(M, dtype=np.float64)
+        if use_numba is None:
+            use_numba = self.use_numba(M.shape[1])
+        Ms = np.ascontiguousarray(M[self.cols_s] * self.scale_s[:, None])
+        Md = M[self.cols_d] * self.scale_d[:, None]
+        out = np.zeros((self.n_rows, M.shape[1]), dtype=np.float32)
+        if self.sparse is not None:
+            if use_numba:
+                from spatialmultiomics.factorize._numba import csr_dense_product
+
+                X = self.sparse
+                with _dynamic_schedule(4096):  # this loop runs over rows
+                    out += csr_dense_product(X.indptr, X.indices, X.data, Ms.astype(np.float32))
+            else:
+                out += self.sparse @ Ms.astype(np.float32)
+        if self.dense is not None:
+            out += self.dense @ Md.astype(np.float32)
+        return out
+
+    def tdot(self, B: np.ndarray, *, use_numba: bool | None = None) -> np.ndarray:
+        """Return ``X.T @ B`` (n_features, r), float64, for a dense ``B`` (n, r)."""
+        B = np.ascontiguousarray(B, dtype=np.float32)
+        if use_numba is None:
+            use_numba = self.use_numba(B.shape[1])
+        part_s = np.zeros((self.cols_s.size, B.shape[1]))
+        if self.sparse is not None:
+            if use_numba:
+                from spatialmultiomics.factorize._numba import csr_dense_tproduct
+
+                X = self.sparse
+                chunks = _n_chunks(X.shape[0], X.shape[1], B.shape[1])
+                with _dynamic_schedule():
+                    part_s = csr_dense_tproduct(X.indptr, X.indices, X.data, B, X.shape[1], chunks)
+            else:
+                part_s = np.asarray(self.sparse.T @ B, dtype=np.float64)
+        part_d = np.zeros((self.cols_d.size, B.shape[1]))
+        if self.dense is not None:
+            part_d = (self.dense.T @ B).astype(np.float64)
+        return self.merge(part_s, part_d)
+
+    # ------------------------------------------------------------------ helpers of the initialisation
+    def total_sum(self) -> float:
+        """Return the sum of all entries of the weighted joint matrix (float64)."""
+        total = 0.0
+        if self.sparse is not None:
+            X = self.sparse
+            col_sums = np.zeros(X.shape[1])
+            for a in range(0, X.nnz, _CHUNK):  # float64 sums without a float64 copy of the data
+                col_sums += np.bincount(
+                    X.indices[a : a + _CHUNK], X.data[a : a + _CHUNK].astype(np.float64), minlength=X.shape[1]
+                )
+            total += float(col_sums @ self.scale_s)
+        if self.dense is not None:
+            total += float(self.dense.sum(axis=0, dtype=np.float64) @ self.scale_d)
+        return total
+
+    @staticmethod
+    def orthonormal(Y: np.ndarray) -> np.ndarray:
+        """Return an orthonormal basis of the columns of ``Y`` (n, r), float32, by Cholesky QR applied twice.
+
+        CholeskyQR2 (Fukaya et al. 2014) needs only the float64 Gram matrix (accumulated chunk by chunk) and one
+        thin product per round, several times cheaper than Householder QR for n >> r; a rank-deficient ``Y`` falls
+        back to Householder QR.
+        """
+        Y = np.asarray(Y, dtype=np.float32)
+        for _ in range(2):
+            gram = np.zeros((Y.shape[1], Y.shape[1]))
+            for a in range(0, Y.shape[0], _CHUNK // max(Y.shape[1], 1)):
+                c = Y[a : a + _CHUNK // max(Y.shape[1], 1)].astype(np.float64)
+                gram += c.T @ c
+            try:
+                L = np.linalg.cholesky(gram)
+            except np.linalg.LinAlgError:
+                return np.linalg.qr(Y)[0].astype(np.float32)
+            if not np.all(np.isfinite(L)) or np.min(np.diag(L)) <= 1e-6 * np.max(np.diag(L)):
+                return np.linalg.qr(Y)[0].astype(np.float32)
+            Y = Y @ np.linalg.inv(L.T).astype(np.float32)
+        return Y
+
+    @staticmethod
+    def max_value(W: np.ndarray) -> float:
+        """Return the largest entry of a cell-side array (0 for an empty one)."""
+        return float(np.max(W, initial=0.0))
+
+    def random_rows(self, rng: np.random.Generator, k: int, scale: float) -> np.ndarray:
+        """Return ``scale * |N(0, 1)|`` values of shape (n, k), float32 (the random initial cell loadings)."""
+        return (scale * np.abs(rng.standard_normal((self.n_rows, k)))).astype(np.float32)
+
+    # ------------------------------------------------------------------ the fused pass
+    def row_pass(
+        self,
+        G: np.ndarray,
+        W: np.ndarray,
+        *,
+        update: str = "none",
+        max_inner: int = 1,
+        delta: float = 0.1,
+        rows: tuple[int, int] | None = None,
+        use_numba: bool | None = None,
+    ) -> PassStats:
+        """Update ``W`` (n, k) in place row by row with ``G`` (k, n_features) fixed, and return the pass sums.
+
+        Parameters
+        ----------
+        G
+            Weighted feature loadings (k, n_features).
+        W
+            Cell loadings (n, k), float32, C-contiguous; rows ``rows`` are updated in place.
+        update
+            ``'none'`` (only the sums), ``'hals'`` or ``'mu'`` (see :func:`row_sweeps`).
+        max_inner, delta
+            Repeat each row's sweep up to ``max_inner`` times, until it moves the row by at most ``delta`` times
+            its first move.
+        rows
+            ``(start, stop)``: pass over these rows only (a mini-batch); default all.
+        use_numba
+            Force (True) or forbid (False) the numba kernels; default by size (:meth:`use_numba`).
+
+        Returns
+        -------
+        :class:`PassStats` of the rows passed, computed with ``gram = G @ G.T`` and the stored float32 ``W``.
+        """
+        G64 = np.asarray(G, dtype=np.float64)
+        gram = G64 @ G64.T
+        r0, r1 = (0, self.n_rows) if rows is None else rows
+        code = UPDATES[update]
+        GsT, GdT = self.split(G64)
+        if use_numba is None:
+            use_numba = self.use_numba(G64.shape[0])
+        if use_numba:
+            from spatialmultiomics.factorize._numba import row_pass
+
+            indptr, indices, data = self._csr_args()
+            k = G64.shape[0]
+            xg0 = np.zeros((0, k), dtype=np.float32)
+            if self.dense is not None:  # the dense blocks' part of X @ G.T through BLAS
+                xg0 = self.dense[r0:r1] @ GdT.astype(np.float32)
+            chunks = _n_chunks(r1 - r0, GsT.shape[0], k)
+            with _dynamic_schedule():
+                ps, WtW, cross, quad = row_pass(
+                    indptr[r0 : r1 + 1],
+                    indices,
+                    data,
+                    xg0,
+                    GsT.astype(np.float32),
+                    gram,
+                    W,
+                    r0,
+                    code,
+                    max_inner,
+                    delta,
+                    chunks,
+                )
+            pd_ = np.zeros((GdT.shape[0], k))
+            if self.dense is not None:  # dense.T @ W of the updated rows, float64 sums by chunks
+                step = max(1, _CHUNK // max(GdT.shape[0] + k, 1))
+                for a in range(r0, r1, step):
+                    b = min(r1, a + step)
+                    pd_ += self.dense[a:b].T.astype(np.float64) @ W[a:b].astype(np.float64)
+        else:
+            ps, pd_, WtW, cross, quad = self._row_pass_numpy(GsT, GdT, gram, W, r0, r1, code, max_inner, delta)
+        return PassStats(self.merge(ps, pd_), WtW, float(cross), float(quad))
+
+    def _row_pass_numpy(
+        self,
+        GsT: np.ndarray,
+        GdT: np.ndarray,
+        gram: np.ndarray,
+        W: np.ndarray,
+        r0: int,
+        r1: int,
+        update: int,
+        max_inner: int,
+        delta: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+        """NumPy version of :func:`spatialmultiomics.factorize._numba.row_pass` (float64 chunk by chunk)."""
+        k = W.shape[1]
+        XtWs, XtWd = np.zeros((GsT.shape[0], k)), np.zeros((GdT.shape[0], k))
+        WtW = np.zeros((k, k))
+        cross = quad = 0.0
+        width = (self.sparse.nnz / max(self.n_rows, 1) if self.sparse is not None else 0) + GdT.shape[0] + k
+        step = max(1, int(_CHUNK // max(width, 1.0)))
+        for a in range(r0, r1, step):
+            b = min(r1, a + step)
+            xg = np.zeros((b - a, k))
+            Xs = D = None
+            if self.sparse is not None:
+                Xs = self.sparse[a:b].astype(np.float64)
+                xg += Xs @ GsT
+            if self.dense is not None:
+                D = self.dense[a:b].astype(np.float64)
+                xg += D @ GdT
+            w = W[a:b].astype(np.float64)
+            if update:
+                row_sweeps(w, xg, gram, update, max_inner, delta)
+                W[a:b] = w
+                w = W[a:b].astype(np.float64)
+            cross += float(np.sum(w * xg))
+            quad += float(np.sum((w @ gram) * w))
+            WtW += w.T @ w
+            if Xs is not None:
+                XtWs += np.asarray(Xs.T @ w)
+            if D is not None:
+                XtWd += D.T @ w
+        return XtWs, XtWd, WtW, cross, quad

@@ -1,0 +1,80 @@
+"""backend='dask' on a LocalCluster (2 workers, threads): the NumPy backend's result, chunk-size independent."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from spatialmultiomics._errors import InputError
+from spatialmultiomics._warnings import ConvergenceWarning
+from spatialmultiomics.factorize import JointNMF, joint_nmf
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def _blocks(planted):
+    _, _, Xs = planted(n_cells=300, sizes=(60, 12), k=4)
+    rna = sp.csr_matrix(np.where(np.median(Xs[0]) < Xs[0], Xs[0], 0.0).astype(np.float32))
+    return [rna, Xs[1].astype(np.float32)]
+
+
+@pytest.mark.parametrize(("solver", "rtol"), [("hals", 1e-4), ("mu", 5e-3)])
+def test_dask_backend_gives_the_numpy_result(planted, match, client, solver: str, rtol: float) -> None:
+    blocks = _blocks(planted)
+    kwargs = {"solver": solver, "max_iter": 15, "tol": 0.0}
+    dask_blocks = [da.from_array(blocks[0], chunks=(70, -1), asarray=False), da.from_array(blocks[1], chunks=(100, -1))]
+    reference, model = JointNMF(4, **kwargs), JointNMF(4, backend="dask", **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed number of iterations on purpose
+        W_ref = reference.fit_transform(blocks)
+        W = model.fit_transform(dask_blocks)
+    assert isinstance(W, da.Array)
+    W = W.compute()
+    assert W.dtype == np.float32
+    np.testing.assert_allclose(W, W_ref, rtol=rtol, atol=rtol / 10 * W_ref.max())
+    for H_ref, H in zip(reference.components_, model.components_, strict=True):
+        np.testing.assert_allclose(H, H_ref, rtol=rtol, atol=rtol / 10 * H_ref.max())
+    np.testing.assert_allclose(model.loss_curve_, reference.loss_curve_, rtol=rtol / 10)
+    np.testing.assert_allclose(model.block_scales_, reference.block_scales_, rtol=1e-6)
+    assert model.n_features_in_ == [60, 12]
+
+
+def test_joint_nmf_on_dask_stores_numpy_results(planted, client) -> None:
+    import anndata as ad
+    import mudata as md
+
+    blocks = _blocks(planted)
+    rna, prot = ad.AnnData(blocks[0]), ad.AnnData(blocks[1])
+    prot.obs_names = rna.obs_names
+    prot.var_names = [f"p{i}" for i in range(12)]
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna, "protein": prot})
+    ref = joint_nmf(mdata, n_components=4, tol=1e-3, max_iter=200, inplace=False)
+    joint_nmf(mdata, n_components=4, tol=1e-3, max_iter=200, backend="dask")
+    assert isinstance(mdata.obsm["X_nmf"], np.ndarray)
+    np.testing.assert_allclose(mdata.obsm["X_nmf"], ref.W, rtol=1e-4, atol=1e-5 * ref.W.max())
+    assert mdata.uns["nmf"]["params"]["backend"] == "dask"
+
+
+def test_dask_backend_errors(client) -> None:
+    X = np.ones((20, 3))
+    with pytest.raises(InputError, match="backend='dask' runs solver 'hals' or 'mu', got solver='minibatch'"):
+        JointNMF(2, backend="dask", solver="minibatch").fit([X, X])
+    bad = da.from_array(-np.ones((20, 3)), chunks=(5, -1))
+    with pytest.raises(InputError, match=r"blocks\[1\] has negative values|blocks\[1\].*negative"):
+        JointNMF(2, backend="dask").fit([X, bad])
+    with pytest.raises(InputError, match="different row counts"):
+        JointNMF(2, backend="dask").fit([X, np.ones((21, 3))])

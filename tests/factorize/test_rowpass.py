@@ -1,0 +1,166 @@
+"""RowData and the fused row pass: NumPy reference vs brute force, numba kernels vs the NumPy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from spatialmultiomics.factorize._rowpass import RowData, row_sweeps
+
+numba = pytest.importorskip("numba")
+
+
+def _blocks(n: int = 300, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X1 = sp.random(n, 30, density=0.2, format="csr", dtype=np.float32, random_state=seed)
+    X2 = rng.random((n, 7)).astype(np.float32)
+    X3 = sp.csc_matrix(sp.random(n, 5, density=0.3, dtype=np.float32, random_state=seed + 1))
+    X4 = rng.random((n, 3)).astype(np.float32)
+    scales = np.array([0.5, 2.0, 1.5, 0.3])
+    joint = np.hstack(
+        [s * (X.toarray() if sp.issparse(X) else X) for X, s in zip([X1, X2, X3, X4], scales, strict=True)]
+    )
+    return [X1, X2, X3, X4], scales, joint.astype(np.float64)
+
+
+def _brute_sweeps(w, xg, gram, update, max_inner, delta):
+    """Row by row, coordinate by coordinate: the rule as written in the docstring."""
+    w = w.copy()
+    for r in range(w.shape[0]):
+        first = 0.0
+        for it in range(max_inner):
+            before = w[r].copy()
+            if update == 1:
+                for j in range(w.shape[1]):
+                    if gram[j, j] > 0:
+                        w[r, j] = max(0.0, w[r, j] + (xg[r, j] - gram[j] @ w[r]) / gram[j, j])
+            else:
+                den = gram @ w[r]
+                w[r] = w[r] * xg[r] / np.maximum(den, np.finfo(np.float32).eps * den.max() + 1e-30)
+            move = float(np.sum((w[r] - before) ** 2))
+            if it == 0:
+                first = move
+                if first == 0:
+                    break
+            elif move <= delta**2 * first:
+                break
+    return w
+
+
+def test_build_keeps_columns_scales_and_norm() -> None:
+    blocks, scales, joint = _blocks()
+    data = RowData.build(blocks, scales)
+    assert data.sparse.format == "csr"
+    assert data.sparse.shape == (300, 35)
+    assert data.dense.shape == (300, 10)
+    np.testing.assert_array_equal(data.cols_s, np.r_[0:30, 37:42])
+    np.testing.assert_array_equal(data.cols_d, np.r_[30:37, 42:45])
+    assert data.norm_x2 == pytest.approx(np.sum(joint**2), rel=1e-6)
+    assert data.total_sum() == pytest.approx(joint.sum(), rel=1e-6)
+    np.testing.assert_allclose(data.row_norms2(), np.sum(joint**2, axis=1), rtol=1e-5)
+    single = RowData.build([blocks[0]], [1.0])
+    assert single.sparse is blocks[0]  # one CSR block: no copy
+    assert single.dense is None
+
+
+@pytest.mark.parametrize("use_numba", [False, True])
+def test_products_match_dense(use_numba: bool) -> None:
+    blocks, scales, joint = _blocks()
+    data = RowData.build(blocks, scales)
+    rng = np.random.default_rng(1)
+    M, B = rng.random((45, 4)), rng.random((300, 4)).astype(np.float32)
+    np.testing.assert_allclose(data.dot(M, use_numba=use_numba), joint @ M, rtol=1e-5)
+    np.testing.assert_allclose(data.tdot(B, use_numba=use_numba), joint.T @ B, rtol=1e-5)
+
+
+def test_orthonormal_spans_the_columns() -> None:
+    rng = np.random.default_rng(0)
+    Y = (rng.random((500, 6)) @ np.diag([1, 10, 100, 1, 1, 1e3])).astype(np.float32)
+    Q = RowData.orthonormal(Y)
+    np.testing.assert_allclose(Q.T.astype(np.float64) @ Q, np.eye(6), atol=1e-5)
+    proj = Q @ (Q.T @ Y)
+    np.testing.assert_allclose(proj, Y, rtol=1e-3, atol=1e-3 * np.abs(Y).max())
+    rank_deficient = np.hstack([Y[:, :3], Y[:, :3]])  # falls back to Householder QR
+    Q2 = RowData.orthonormal(rank_deficient)
+    assert Q2.shape == (500, 6)
+    assert np.isfinite(Q2).all()
+
+
+@pytest.mark.parametrize("update", [1, 2])
+def test_row_sweeps_equal_the_row_by_row_rule(update: int) -> None:
+    rng = np.random.default_rng(update)
+    B = rng.random((4, 12))
+    gram = B @ B.T
+    w = rng.random((50, 4))
+    xg = rng.random((50, 12)) @ B.T
+    expected = _brute_sweeps(w, xg, gram, update, 6, 0.1)
+    np.testing.assert_allclose(row_sweeps(w.copy(), xg, gram, update, 6, 0.1), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("update", ["none", "hals", "mu"])
+def test_numpy_row_pass_is_exact(update: str) -> None:
+    blocks, scales, joint = _blocks()
+    data = RowData.build(blocks, scales)
+    rng = np.random.default_rng(2)
+    G = rng.random((4, 45)).astype(np.float32)
+    W0 = rng.random((300, 4)).astype(np.float32)
+    W = W0.copy()
+    stats = data.row_pass(G, W, update=update, max_inner=4, use_numba=False)
+    G64 = G.astype(np.float64)
+    if update == "none":
+        np.testing.assert_array_equal(W, W0)
+    else:
+        code = {"hals": 1, "mu": 2}[update]
+        ref = _brute_sweeps(W0.astype(np.float64), joint @ G64.T, G64 @ G64.T, code, 4, 0.1)
+        np.testing.assert_allclose(W, ref, rtol=1e-5, atol=1e-6)
+    W64 = W.astype(np.float64)
+    np.testing.assert_allclose(stats.XtW, joint.T @ W64, rtol=1e-10)
+    np.testing.assert_allclose(stats.WtW, W64.T @ W64, rtol=1e-10)
+    assert stats.cross == pytest.approx(np.sum(W64 * (joint @ G64.T)), rel=1e-10)
+    assert stats.quad == pytest.approx(np.sum((W64 @ (G64 @ G64.T)) * W64), rel=1e-10)
+    # the loss of the pass is the exact squared error of (W, G)
+    loss = data.norm_x2 - 2 * stats.cross + stats.quad
+    assert loss == pytest.approx(np.sum((joint - W64 @ G64) ** 2), rel=1e-8)
+
+
+@pytest.mark.parametrize("update", ["none", "hals", "mu"])
+@pytest.mark.parametrize("rows", [None, (37, 211)])
+def test_numba_row_pass_matches_numpy(update: str, rows) -> None:
+    blocks, scales, _ = _blocks()
+    data = RowData.build(blocks, scales)
+    rng = np.random.default_rng(3)
+    G = rng.random((4, 45)).astype(np.float32)
+    W0 = rng.random((300, 4)).astype(np.float32)
+    Wa, Wb = W0.copy(), W0.copy()
+    a = data.row_pass(G, Wa, update=update, max_inner=5, rows=rows, use_numba=True)
+    b = data.row_pass(G, Wb, update=update, max_inner=5, rows=rows, use_numba=False)
+    np.testing.assert_allclose(Wa, Wb, rtol=1e-4, atol=1e-6)
+    if rows is not None:  # rows outside the batch are untouched
+        np.testing.assert_array_equal(Wa[: rows[0]], W0[: rows[0]])
+        np.testing.assert_array_equal(Wa[rows[1] :], W0[rows[1] :])
+    np.testing.assert_allclose(a.XtW, b.XtW, rtol=1e-5, atol=1e-6 * np.abs(b.XtW).max())
+    np.testing.assert_allclose(a.WtW, b.WtW, rtol=1e-5)
+    assert a.cross == pytest.approx(b.cross, rel=1e-6)
+    assert a.quad == pytest.approx(b.quad, rel=1e-6)
+
+
+def test_numba_row_pass_does_not_depend_on_the_number_of_threads() -> None:
+    blocks, scales, _ = _blocks(n=5000)
+    data = RowData.build(blocks, scales)
+    rng = np.random.default_rng(4)
+    G = rng.random((4, 45)).astype(np.float32)
+    W0 = rng.random((5000, 4)).astype(np.float32)
+    before = numba.get_num_threads()
+    out = []
+    try:
+        for threads in (1, before):
+            numba.set_num_threads(threads)
+            W = W0.copy()
+            stats = data.row_pass(G, W, update="hals", max_inner=3, use_numba=True)
+            out.append((W, stats))
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1].XtW, out[1][1].XtW)
+    assert out[0][1].cross == out[1][1].cross
