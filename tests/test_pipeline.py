@@ -126,3 +126,16 @@ def test_platform_checks() -> None:
         smo.run_pipeline("a.csv", "b.csv", platform_prot="Foo")
     with pytest.raises(InputError, match=r"radius must be a finite number > 0, got 0"):
         smo.run_pipeline("a.csv", "b.csv", radius=0)
+
+
+def test_h5mu_input_holds_every_modality(tmp_path: Path) -> None:
+    from spatialmultiomics._mudata import write_h5mu
+
+    mdata = smo.datasets.paper_benchmark(seed=2)
+    truth = mdata.obs["true_cell_type"].astype(str)
+    del mdata["protein"].obsm[Keys.SPATIAL]  # coordinates then come from the joint obsm
+    write_h5mu(mdata, tmp_path / "in.h5mu")
+    res = smo.run_pipeline(tmp_path / "in.h5mu", None, n_factors=4, markers=dict(mdata.uns["markers"]))
+    assert set(res.feature_loadings) == {"rna", "protein"}
+    assert res.H_shared.shape == (4, 200)
+    assert score_labels(truth, res.shared_labels.set_index("cell_id")["cell_type"])["accuracy"] >= 0.98

@@ -133,28 +133,19 @@ def _collect_modalities(
                 if Keys.SPATIAL not in mdata_in.obsm:
                     msg = f"{transcript_path}: modality {name!r} has no obsm['spatial'] coordinates."
                     raise InputError(msg)
-                adata.obsm[Keys.SPATIAL] = np.asarray(
-                    mdata_in[name].obsm.get(Keys.SPATIAL, mdata_in.obsm[Keys.SPATIAL])
-                )
+                joint = pd.DataFrame(np.asarray(mdata_in.obsm[Keys.SPATIAL])[:, :2], index=mdata_in.obs_names)
+                adata.obsm[Keys.SPATIAL] = joint.loc[adata.obs_names].to_numpy(dtype=np.float64)
             mods[name] = adata
-    elif transcript_path is not None:
-        platform_tx = _check_platform(platform_tx, kind="rna", argname="platform_tx")
-        mods[Keys.RNA] = _load(
-            transcript_path,
-            platform=platform_tx,
-            modality=Keys.RNA,
-            pixel_size_um=px(Keys.RNA),
-            argname="transcript_path",
-        )
-    if protein_path is not None:
-        platform_prot = _check_platform(platform_prot, kind="protein", argname="platform_prot")
-        mods[Keys.PROTEIN] = _load(
-            protein_path,
-            platform=platform_prot,
-            modality=Keys.PROTEIN,
-            pixel_size_um=px(Keys.PROTEIN),
-            argname="protein_path",
-        )
+        transcript_path = None  # the .h5mu held every modality
+    sides = (
+        (transcript_path, platform_tx, "rna", Keys.RNA, "platform_tx", "transcript_path"),
+        (protein_path, platform_prot, "protein", Keys.PROTEIN, "platform_prot", "protein_path"),
+    )
+    for source, platform, kind, name, platform_arg, path_arg in sides:
+        if source is None or name in mods:
+            continue
+        canon = _check_platform(platform, kind=kind, argname=platform_arg)
+        mods[name] = _load(source, platform=canon, modality=name, pixel_size_um=px(name), argname=path_arg)
     for name, source in (extra_modalities or {}).items():
         if name in mods:
             msg = f"extra_modalities: the name {name!r} is already used; pick another modality name."
