@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test,dev,docs]"
+	# the CPU wheel of PyTorch for the torch-backend tests (skipped when it cannot be installed)
+	$(BIN)/python -m pip install -q torch==2.13.0 || echo "torch not installed: torch backend tests will be skipped"
 	touch $(STAMP)
 
 install: $(STAMP)

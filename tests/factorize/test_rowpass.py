@@ -147,20 +147,16 @@ def test_numba_row_pass_matches_numpy(update: str, rows) -> None:
 
 def test_numba_row_pass_does_not_depend_on_the_number_of_threads() -> None:
     blocks, scales, _ = _blocks(n=5000)
-    data = RowData.build(blocks, scales)
     rng = np.random.default_rng(4)
     G = rng.random((4, 45)).astype(np.float32)
     W0 = rng.random((5000, 4)).astype(np.float32)
-    before = numba.get_num_threads()
     out = []
-    try:
-        for threads in (1, before):
-            numba.set_num_threads(threads)
-            W = W0.copy()
-            stats = data.row_pass(G, W, update="hals", max_inner=3, use_numba=True)
-            out.append((W, stats))
-    finally:
-        numba.set_num_threads(before)
+    for threads in (1, 2):
+        data = RowData.build(blocks, scales, n_threads=threads)
+        W = W0.copy()
+        stats = data.row_pass(G, W, update="hals", max_inner=3, use_numba=True)
+        out.append((W, stats, data.tdot(W, use_numba=True)))
     np.testing.assert_array_equal(out[0][0], out[1][0])
     np.testing.assert_array_equal(out[0][1].XtW, out[1][1].XtW)
     assert out[0][1].cross == out[1][1].cross
+    np.testing.assert_array_equal(out[0][2], out[1][2])

@@ -151,6 +151,7 @@ def joint_nmf(
     seed: int | None = 0,
     batch_size: int = 4096,
     backend: str = "numpy",
+    n_jobs: int = 1,
     inplace: bool = True,
 ) -> JointNMFResult | None:
     """Factorize the modalities of a MuData jointly into shared factors (joint NMF).
@@ -191,6 +192,8 @@ def joint_nmf(
         ``'numpy'`` (default), ``'torch'`` (GPU when available; extra ``[torch]``) or ``'dask'`` (row chunks on
         the current Dask scheduler, e.g. a ``dask.distributed`` Client; extra ``[dask]``; the matrices of the
         modalities may be Dask arrays). See :class:`~spatialmultiomics.factorize.JointNMF`.
+    n_jobs
+        Threads of the NumPy backend's kernels for large inputs (-1: all cores); the result does not depend on it.
     inplace
         True: write the result into ``mdata`` and return None. False: leave ``mdata`` untouched and return a
         :class:`JointNMFResult`.
@@ -246,6 +249,7 @@ def joint_nmf(
         seed=seed,
         batch_size=batch_size,
         backend=backend,
+        n_jobs=n_jobs,
     )
     try:
         W = model.fit_transform([X for X, _ in selected])
@@ -296,6 +300,7 @@ def joint_nmf(
         "seed": seed,
         "batch_size": batch_size,
         "backend": backend,
+        "n_jobs": n_jobs,
         "inplace": inplace,
         "version": _package_version(),
     }

@@ -36,7 +36,6 @@ from spatialmultiomics.factorize._solvers import (
     CHECK_EVERY,
     INNER_DELTA,
     _inner_counts,
-    _squared_error,
     _squared_error_after,
     _update_g,
 )
@@ -100,7 +99,14 @@ def _sum_stats(parts: Sequence[PassStats]) -> PassStats:
     """Add the pass sums of several chunks (in order)."""
     XtW = np.sum([p.XtW for p in parts], axis=0)
     WtW = np.sum([p.WtW for p in parts], axis=0)
-    return PassStats(XtW, WtW, float(sum(p.cross for p in parts)), float(sum(p.quad for p in parts)))
+    return PassStats(
+        XtW,
+        WtW,
+        float(sum(p.cross for p in parts)),
+        float(sum(p.quad for p in parts)),
+        float(sum(p.cross0 for p in parts)),
+        float(sum(p.quad0 for p in parts)),
+    )
 
 
 class DaskRowData:
@@ -307,13 +313,14 @@ def fit_dask(
     inner_w, inner_h = _inner_counts(data, k, use_numba=False)
     g_rule = hals_sweep if solver == "hals" else mu_step
     log = logger.info if verbose else logger.debug
-    W, stats = _pass(data, G, W, "none", 1)
-    errors = [float(np.sqrt(_squared_error(data.norm_x2, stats)))]
+    errors: list[float] = []
     converged = False
     n_iter = 0
     for it in range(1, max_iter + 1):
         n_iter = it
         W, stats = _pass(data, G, W, solver, inner_w)
+        if it == 1:  # the first pass also measured the initial factors
+            errors.append(float(np.sqrt(max(data.norm_x2 - 2.0 * stats.cross0 + stats.quad0, 0.0))))
         _update_g(g_rule, G, stats.WtW, stats.XtW.T, inner_h)
         if it % CHECK_EVERY and it < max_iter:
             continue

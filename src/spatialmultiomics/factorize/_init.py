@@ -13,6 +13,11 @@ import numpy as np
 __all__ = ["INITS", "initialize", "randomized_svd"]
 
 INITS = ("nndsvda", "nndsvd", "random")
+#: above this many multiply-adds per product (2 x stored values x k), the randomized SVD of the initialisation makes 1
+#: power iteration instead of scikit-learn's 7: each costs two passes over the data, and at 100,000 cells the
+#: error after 3, 5 and 8 solver iterations was the same to 5 significant digits with 1 or 7
+LARGE_INPUT_WORK = 4e7
+LARGE_INPUT_POWER_ITERATIONS = 1
 
 
 def randomized_svd(
@@ -134,7 +139,8 @@ def initialize(
         G = (avg * np.abs(rng.standard_normal((k, m)))).astype(np.float32)
         W = data.random_rows(rng, k, avg)
         return W, G
-    U, S, Vt = randomized_svd(data, k, rng)
+    large = 2.0 * data.stored * k >= LARGE_INPUT_WORK
+    U, S, Vt = randomized_svd(data, k, rng, n_iter=LARGE_INPUT_POWER_ITERATIONS if large else None)
     W, G = _nndsvd(U, S, Vt, norms=getattr(data, "column_norms", None))
     # values at float32 round-off level of the largest entry are noise from the SVD: set them to 0
     eps = np.finfo(np.float32).eps

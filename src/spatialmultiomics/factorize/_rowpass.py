@@ -6,18 +6,19 @@ scales kept apart so that they are folded into the small matrices and the data a
 
 :meth:`RowData.row_pass` is the whole cost of a solver iteration: for every row it computes ``xg = X[i] @ G.T``,
 updates the cell loadings ``W[i]`` with ``G`` fixed (coordinate-descent sweeps or multiplicative updates,
-repeated while they still move the row) and, with the new row, accumulates everything the next update of ``G``
-and the loss need (``X.T @ W``, ``W.T @ W``, ``tr(W.T X G.T)``, ``tr(W.T W G G.T)``). The data are read once per
-iteration; sums are float64, factors float32. Large inputs go to the thread-parallel numba kernels of
-:mod:`spatialmultiomics.factorize._numba` (imported lazily); small ones to the NumPy code here, which is also their
-reference in the tests.
+repeated while they still move the row) and, with the new rows, returns everything the next update of ``G`` and
+the loss need (``X.T @ W``, ``W.T @ W``, ``tr(W.T X G.T)``, ``tr(W.T W G G.T)``, and the same traces of the rows
+before the update). Sums are float64 (float32 within chunks of rows for ``X.T @ W`` of large inputs), factors
+float32. Large inputs use the numba kernels of :mod:`spatialmultiomics.factorize._numba` (imported lazily) for
+the row sweeps and ``X.T @ W``; small ones the NumPy code here, which is also their reference in the tests.
 
 No logging, no I/O, no AnnData here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -32,7 +33,7 @@ __all__ = ["NUMBA_MIN_WORK", "PassStats", "RowData", "numba_available", "row_swe
 NUMBA_MIN_WORK = 4e7
 _CHUNK = 1 << 20  # values of float64 temporaries per chunk in the NumPy code
 _REDUCE_BYTES = 64 << 20  # memory budget of the per-chunk partial sums of the numba kernels
-_MAX_CHUNKS = 64
+_MAX_CHUNKS = 32
 _EPS32 = float(np.finfo(np.float32).eps)
 _TINY = 1e-30
 UPDATES = {"none": 0, "hals": 1, "mu": 2}
@@ -60,12 +61,16 @@ class PassStats(NamedTuple):
         ``tr(W.T X G.T)`` (float64).
     quad
         ``tr(W.T W gram)`` where ``gram`` is the Gram matrix passed (``G @ G.T``).
+    cross0, quad0
+        The same traces for ``W`` as it was before the pass (equal to ``cross``, ``quad`` without an update).
     """
 
     XtW: np.ndarray
     WtW: np.ndarray
     cross: float
     quad: float
+    cross0: float = 0.0
+    quad0: float = 0.0
 
 
 def row_sweeps(
@@ -108,17 +113,17 @@ def row_sweeps(
     return w
 
 
-def _dynamic_schedule(size: int = 1) -> Any:
-    """Context in which numba hands the row chunks of a parallel loop to its threads one at a time.
-
-    With the default static split, a thread that the OS deschedules (another process on a busy 2-core machine)
-    makes the whole pass wait for its half; handing out chunks (of ``size`` loop iterations) dynamically lets the
-    running thread take them.
-    The chunks themselves and the order of their sums are fixed, so the results are unchanged.
-    """
+@contextmanager
+def _numba_threads(n: int) -> Iterator[None]:
+    """Run the numba kernels of the block on ``n`` threads (at most numba's pool), then restore the setting."""
     import numba
 
-    return numba.parallel_chunksize(size)
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _n_chunks(n: int, width: int, k: int) -> int:
@@ -145,6 +150,10 @@ class RowData:
         Columns of the joint matrix.
     norm_x2
         ``||X||_F^2`` of the weighted joint matrix.
+    n_threads
+        Threads of the numba kernels (fixed chunks: the results do not depend on it). On a busy machine more
+        threads than free cores cost far more than they give (OpenMP threads spin at every barrier: measured 2.2x
+        slower with 2 threads than with 1 on the 2-core machine shared with other jobs), hence the default 1.
     """
 
     sparse: sp.csr_matrix | None
@@ -155,20 +164,30 @@ class RowData:
     scale_d: np.ndarray
     n_features: int
     norm_x2: float
+    n_threads: int = 1
 
     @classmethod
-    def build(cls, blocks: Sequence[Any], scales: Sequence[float]) -> RowData:
+    def build(
+        cls,
+        blocks: Sequence[Any],
+        scales: Sequence[float],
+        *,
+        n_threads: int = 1,
+        squared_norms: Sequence[float] | None = None,
+    ) -> RowData:
         """Split validated float32 blocks (dense C-contiguous or CSR/CSC) into a CSR part and a dense part.
 
         A single sparse (dense) block is used as it is (a CSC block is converted to CSR once); several are
-        stacked into one copy.
+        stacked into one copy. ``squared_norms``: the blocks' ``||X_b||_F^2`` when the caller has them.
         """
         offsets = np.concatenate([[0], np.cumsum([X.shape[1] for X in blocks])]).astype(np.int64)
         parts: dict[bool, list[tuple[Any, np.ndarray, float]]] = {True: [], False: []}
         norm_x2 = 0.0
-        for X, s, a, b in zip(blocks, scales, offsets[:-1], offsets[1:], strict=True):
+        if squared_norms is None:
+            squared_norms = [squared_norm(X) for X in blocks]
+        for X, s, a, b, sq in zip(blocks, scales, offsets[:-1], offsets[1:], squared_norms, strict=True):
             parts[sp.issparse(X)].append((X, np.arange(a, b), float(s)))
-            norm_x2 += float(s) ** 2 * squared_norm(X)
+            norm_x2 += float(s) ** 2 * float(sq)
 
         def cols_scales(items: list[tuple[Any, np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray]:
             if not items:
@@ -190,7 +209,7 @@ class RowData:
             dense = np.ascontiguousarray(mats[0] if len(mats) == 1 else np.hstack(mats), dtype=np.float32)
         cols_s, scale_s = cols_scales(parts[True])
         cols_d, scale_d = cols_scales(parts[False])
-        return cls(sparse, dense, cols_s, cols_d, scale_s, scale_d, int(offsets[-1]), norm_x2)
+        return cls(sparse, dense, cols_s, cols_d, scale_s, scale_d, int(offsets[-1]), norm_x2, int(n_threads))
 
     # ------------------------------------------------------------------ shapes and costs
     @property
@@ -249,12 +268,6 @@ class RowData:
         out[self.cols_d] = part_d * self.scale_d[:, None]
         return out
 
-    def _csr_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return ``indptr, indices, data`` of the CSR part (an empty structure when there is none)."""
-        if self.sparse is not None:
-            return self.sparse.indptr, self.sparse.indices, self.sparse.data
-        return np.zeros(self.n_rows + 1, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
-
     # ------------------------------------------------------------------ products (randomized SVD, torch/dask parity)
     def dot(self, M: np.ndarray, *, use_numba: bool | None = None) -> np.ndarray:
         """Return ``X @ M`` (n, r), float32, for a dense ``M`` (n_features, r)."""
@@ -269,7 +282,7 @@ class RowData:
                 from spatialmultiomics.factorize._numba import csr_dense_product
 
                 X = self.sparse
-                with _dynamic_schedule(4096):  # this loop runs over rows
+                with _numba_threads(self.n_threads):
                     out += csr_dense_product(X.indptr, X.indices, X.data, Ms.astype(np.float32))
             else:
                 out += self.sparse @ Ms.astype(np.float32)
@@ -289,7 +302,7 @@ class RowData:
 
                 X = self.sparse
                 chunks = _n_chunks(X.shape[0], X.shape[1], B.shape[1])
-                with _dynamic_schedule():
+                with _numba_threads(self.n_threads):
                     part_s = csr_dense_tproduct(X.indptr, X.indices, X.data, B, X.shape[1], chunks)
             else:
                 part_s = np.asarray(self.sparse.T @ B, dtype=np.float64)
@@ -388,38 +401,42 @@ class RowData:
         if use_numba is None:
             use_numba = self.use_numba(G64.shape[0])
         if use_numba:
-            from spatialmultiomics.factorize._numba import row_pass
+            from spatialmultiomics.factorize._numba import csr_dense_tproduct, sweep_rows
 
-            indptr, indices, data = self._csr_args()
             k = G64.shape[0]
-            xg0 = np.zeros((0, k), dtype=np.float32)
-            if self.dense is not None:  # the dense blocks' part of X @ G.T through BLAS
-                xg0 = self.dense[r0:r1] @ GdT.astype(np.float32)
-            chunks = _n_chunks(r1 - r0, GsT.shape[0], k)
-            with _dynamic_schedule():
-                ps, WtW, cross, quad = row_pass(
-                    indptr[r0 : r1 + 1],
-                    indices,
-                    data,
-                    xg0,
-                    GsT.astype(np.float32),
-                    gram,
-                    W,
-                    r0,
-                    code,
-                    max_inner,
-                    delta,
-                    chunks,
-                )
+            # X @ G.T of the rows: SciPy's CSR product (float32, per-row sums) and BLAS for the dense part; as fast
+            # as a numba product single-threaded, so numba is kept for what NumPy cannot do well, the row sweeps
+            xg = np.zeros((r1 - r0, k), dtype=np.float32)
+            if self.sparse is not None:
+                X = self.sparse[r0:r1] if (r0, r1) != (0, self.n_rows) else self.sparse
+                xg += X @ GsT.astype(np.float32)
+            if self.dense is not None:
+                xg += self.dense[r0:r1] @ GdT.astype(np.float32)
+            with _numba_threads(self.n_threads):
+                cross0, quad0 = sweep_rows(W, xg, gram, r0, code, max_inner, delta, _n_chunks(r1 - r0, 0, k))
+                ps = np.zeros((GsT.shape[0], k))
+                if self.sparse is not None:  # X.T @ W: float32 partial sums per chunk of rows, float64 across
+                    Wr = W[r0:r1]
+                    chunks = _n_chunks(r1 - r0, X.shape[1], k)
+                    ps = csr_dense_tproduct(X.indptr, X.indices, X.data, Wr, X.shape[1], chunks)
             pd_ = np.zeros((GdT.shape[0], k))
-            if self.dense is not None:  # dense.T @ W of the updated rows, float64 sums by chunks
-                step = max(1, _CHUNK // max(GdT.shape[0] + k, 1))
-                for a in range(r0, r1, step):
-                    b = min(r1, a + step)
-                    pd_ += self.dense[a:b].T.astype(np.float64) @ W[a:b].astype(np.float64)
+            WtW = np.zeros((k, k))
+            step = max(1, _CHUNK // max(GdT.shape[0] + k, 1))
+            for a in range(r0, r1, step):  # W.T @ W and dense.T @ W of the updated rows, float64 sums by chunks
+                b = min(r1, a + step)
+                w = W[a:b].astype(np.float64)
+                WtW += w.T @ w
+                if self.dense is not None:
+                    pd_ += self.dense[a:b].T.astype(np.float64) @ w
+            XtW = self.merge(ps, pd_)
+            cross = float(np.sum(G64 * XtW.T))  # tr(W.T X G.T) = sum(G * (X.T W).T)
+            quad = float(np.sum(WtW * gram))
         else:
-            ps, pd_, WtW, cross, quad = self._row_pass_numpy(GsT, GdT, gram, W, r0, r1, code, max_inner, delta)
-        return PassStats(self.merge(ps, pd_), WtW, float(cross), float(quad))
+            ps, pd_, WtW, cross, quad, cross0, quad0 = self._row_pass_numpy(
+                GsT, GdT, gram, W, r0, r1, code, max_inner, delta
+            )
+            XtW = self.merge(ps, pd_)
+        return PassStats(XtW, WtW, float(cross), float(quad), float(cross0), float(quad0))
 
     def _row_pass_numpy(
         self,
@@ -432,12 +449,12 @@ class RowData:
         update: int,
         max_inner: int,
         delta: float,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float, float]:
         """NumPy version of :func:`spatialmultiomics.factorize._numba.row_pass` (float64 chunk by chunk)."""
         k = W.shape[1]
         XtWs, XtWd = np.zeros((GsT.shape[0], k)), np.zeros((GdT.shape[0], k))
         WtW = np.zeros((k, k))
-        cross = quad = 0.0
+        cross = quad = cross0 = quad0 = 0.0
         width = (self.sparse.nnz / max(self.n_rows, 1) if self.sparse is not None else 0) + GdT.shape[0] + k
         step = max(1, int(_CHUNK // max(width, 1.0)))
         for a in range(r0, r1, step):
@@ -451,6 +468,8 @@ class RowData:
                 D = self.dense[a:b].astype(np.float64)
                 xg += D @ GdT
             w = W[a:b].astype(np.float64)
+            cross0 += float(np.sum(w * xg))
+            quad0 += float(np.sum((w @ gram) * w))
             if update:
                 row_sweeps(w, xg, gram, update, max_inner, delta)
                 W[a:b] = w
@@ -462,4 +481,4 @@ class RowData:
                 XtWs += np.asarray(Xs.T @ w)
             if D is not None:
                 XtWd += D.T @ w
-        return XtWs, XtWd, WtW, cross, quad
+        return XtWs, XtWd, WtW, cross, quad, cross0, quad0

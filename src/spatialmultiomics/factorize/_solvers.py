@@ -186,13 +186,14 @@ def _iterate(
     g_rule = hals_sweep if rule == "hals" else mu_step
     log = logger.info if verbose else logger.debug
     with threadpool_limits(limits=1, user_api="blas") if use_numba else nullcontext():
-        stats = data.row_pass(G, W, update="none", use_numba=use_numba)
-        errors = [float(np.sqrt(_squared_error(data.norm_x2, stats)))]
+        errors: list[float] = []
         converged = False
         n_iter = 0
         for it in range(1, max_iter + 1):
             n_iter = it
             stats = data.row_pass(G, W, update=rule, max_inner=inner_w, delta=INNER_DELTA, use_numba=use_numba)
+            if it == 1:  # the first pass also measured the initial factors
+                errors.append(float(np.sqrt(max(data.norm_x2 - 2.0 * stats.cross0 + stats.quad0, 0.0))))
             if update_H:
                 _update_g(g_rule, G, stats.WtW, stats.XtW.T, inner_h)
             if it % CHECK_EVERY and it < max_iter:
