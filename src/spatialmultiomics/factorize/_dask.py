@@ -19,7 +19,6 @@ Dask is an optional extra (``pip install 'spatialmultiomics[dask]'``), imported 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,13 +31,7 @@ from spatialmultiomics._optional import import_optional
 from spatialmultiomics.factorize._init import initialize
 from spatialmultiomics.factorize._kernels import hals_sweep, mu_step, squared_norm
 from spatialmultiomics.factorize._rowpass import PassStats, RowData
-from spatialmultiomics.factorize._solvers import (
-    CHECK_EVERY,
-    INNER_DELTA,
-    _inner_counts,
-    _squared_error_after,
-    _update_g,
-)
+from spatialmultiomics.factorize._solvers import INNER_DELTA, _alternate, _inner_counts, _split_g
 
 __all__ = ["DaskRowData", "fit_dask"]
 
@@ -313,24 +306,18 @@ def fit_dask(
     inner_w, inner_h = _inner_counts(data, k, use_numba=False)
     g_rule = hals_sweep if solver == "hals" else mu_step
     log = logger.info if verbose else logger.debug
-    errors: list[float] = []
-    converged = False
-    n_iter = 0
-    for it in range(1, max_iter + 1):
-        n_iter = it
-        W, stats = _pass(data, G, W, solver, inner_w)
-        if it == 1:  # the first pass also measured the initial factors
-            errors.append(float(np.sqrt(max(data.norm_x2 - 2.0 * stats.cross0 + stats.quad0, 0.0))))
-        _update_g(g_rule, G, stats.WtW, stats.XtW.T, inner_h)
-        if it % CHECK_EVERY and it < max_iter:
-            continue
-        errors.append(float(np.sqrt(_squared_error_after(data.norm_x2, stats, G))))
-        if it % CHECK_EVERY == 0:
-            before, now = errors[-2], errors[-1]
-            change = (before - now) / before if before > 0 else 0.0
-            log("dask %s iteration %d: reconstruction error %.6g, relative change %.3g", solver, it, now, change)
-            if change < tol:
-                converged = True
-                break
-    Hs = [G[:, a:b].copy() for a, b in itertools.pairwise(offsets)]
+    W, n_iter, errors, converged = _alternate(
+        lambda G, W: _pass(data, G, W, solver, inner_w),
+        G,
+        W,
+        norm_x2=data.norm_x2,
+        g_rule=g_rule,
+        inner_h=inner_h,
+        max_iter=max_iter,
+        tol=tol,
+        update_H=True,
+        log=log,
+        name=f"dask {solver}",
+    )
+    Hs = _split_g(G, offsets)
     return W, Hs, n_iter, errors, converged, scales, n_features

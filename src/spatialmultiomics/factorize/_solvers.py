@@ -155,6 +155,48 @@ def _split_g(G: np.ndarray, out_offsets: np.ndarray) -> list[np.ndarray]:
     return [G[:, a:b].copy() for a, b in itertools.pairwise(out_offsets)]
 
 
+def _alternate(
+    row_pass: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]],
+    G: np.ndarray,
+    W: Any,
+    *,
+    norm_x2: float,
+    g_rule: Callable[..., Any],
+    inner_h: int,
+    max_iter: int,
+    tol: float,
+    update_H: bool,
+    log: Callable[..., None],
+    name: str,
+) -> tuple[Any, int, list[float], bool]:
+    """The alternating loop shared by every backend: ``row_pass(G, W) -> (W, stats)`` updates ``W`` and returns the
+    sums of that pass; ``G`` is updated in place from them; the error is checked every ``CHECK_EVERY`` iterations.
+
+    Returns ``(W, n_iter, errors, converged)``.
+    """
+    errors: list[float] = []
+    converged = False
+    n_iter = 0
+    for it in range(1, max_iter + 1):
+        n_iter = it
+        W, stats = row_pass(G, W)
+        if it == 1:  # the first pass also measured the initial factors
+            errors.append(float(np.sqrt(max(norm_x2 - 2.0 * stats.cross0 + stats.quad0, 0.0))))
+        if update_H:
+            _update_g(g_rule, G, stats.WtW, stats.XtW.T, inner_h)
+        if it % CHECK_EVERY and it < max_iter:
+            continue
+        errors.append(float(np.sqrt(_squared_error_after(norm_x2, stats, G))))
+        if it % CHECK_EVERY == 0:
+            before, now = errors[-2], errors[-1]
+            change = (before - now) / before if before > 0 else 0.0
+            log("%s iteration %d: reconstruction error %.6g, relative change %.3g", name, it, now, change)
+            if change < tol:
+                converged = True
+                break
+    return W, n_iter, errors, converged
+
+
 def _iterate(
     rule: str,
     blocks: Sequence[Any],
@@ -185,27 +227,24 @@ def _iterate(
     inner_w, inner_h = _inner_counts(data, k, use_numba)
     g_rule = hals_sweep if rule == "hals" else mu_step
     log = logger.info if verbose else logger.debug
+
+    def row_pass(G: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, Any]:
+        return W, data.row_pass(G, W, update=rule, max_inner=inner_w, delta=INNER_DELTA, use_numba=use_numba)
+
     with threadpool_limits(limits=1, user_api="blas") if use_numba else nullcontext():
-        errors: list[float] = []
-        converged = False
-        n_iter = 0
-        for it in range(1, max_iter + 1):
-            n_iter = it
-            stats = data.row_pass(G, W, update=rule, max_inner=inner_w, delta=INNER_DELTA, use_numba=use_numba)
-            if it == 1:  # the first pass also measured the initial factors
-                errors.append(float(np.sqrt(max(data.norm_x2 - 2.0 * stats.cross0 + stats.quad0, 0.0))))
-            if update_H:
-                _update_g(g_rule, G, stats.WtW, stats.XtW.T, inner_h)
-            if it % CHECK_EVERY and it < max_iter:
-                continue
-            errors.append(float(np.sqrt(_squared_error_after(data.norm_x2, stats, G))))
-            if it % CHECK_EVERY == 0:
-                before, now = errors[-2], errors[-1]
-                change = (before - now) / before if before > 0 else 0.0
-                log("%s iteration %d: reconstruction error %.6g, relative change %.3g", name, it, now, change)
-                if change < tol:
-                    converged = True
-                    break
+        W, n_iter, errors, converged = _alternate(
+            row_pass,
+            G,
+            W,
+            norm_x2=data.norm_x2,
+            g_rule=g_rule,
+            inner_h=inner_h,
+            max_iter=max_iter,
+            tol=tol,
+            update_H=update_H,
+            log=log,
+            name=name,
+        )
     return W, _split_g(G, out_offsets), n_iter, errors, converged
 
 
