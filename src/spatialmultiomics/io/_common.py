@@ -104,6 +104,21 @@ def column_key(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------- files
+def existing_path(path: str | Path, *, folder: bool = True) -> Path:
+    """Return ``path`` as a Path, or raise a one-line InputError when nothing is there.
+
+    With ``folder=False`` the path must be a file: a folder is refused with a message saying a table is expected.
+    """
+    path = Path(path)
+    if not path.exists():
+        msg = f"{path}: no such file or folder." if folder else f"{path}: no such file."
+        raise InputError(msg)
+    if not folder and path.is_dir():
+        msg = f"{path}: is a folder; expected a table file (CSV / TSV / parquet) or .h5ad."
+        raise InputError(msg)
+    return path
+
+
 def find_file(folder: Path, candidates: Sequence[str], *, kind: str = "any") -> Path | None:
     """First entry of ``folder`` matching one of ``candidates`` (names or glob patterns, in order of preference).
 

@@ -17,6 +17,7 @@ from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
 from spatialmultiomics._validate import check_positive
+from spatialmultiomics.io._common import existing_path
 from spatialmultiomics.io._table import FOV_COLUMNS, ID_COLUMNS, X_COLUMNS, Y_COLUMNS, _as_numeric, _find, _load_frame
 
 if TYPE_CHECKING:
@@ -102,14 +103,8 @@ def read_labelled_table(
     import anndata as ad
     import pandas as pd
 
-    path = Path(path)
     pixel_size_um = check_positive(pixel_size_um, name="pixel_size_um")
-    if not path.exists():
-        msg = f"{path}: no such file."
-        raise InputError(msg)
-    if path.is_dir():
-        msg = f"{path}: is a folder; expected a table file (CSV / TSV / parquet) or .h5ad."
-        raise InputError(msg)
+    path = existing_path(path, folder=False)
     is_h5ad = path.suffix.lower() == ".h5ad"
     if is_h5ad:
         try:

@@ -10,6 +10,7 @@ import numpy as np
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
+from spatialmultiomics.io._common import existing_path
 from spatialmultiomics.io._platforms import PLATFORMS, normalize_platform
 
 if TYPE_CHECKING:
@@ -163,10 +164,7 @@ def read(
 
     canon = normalize_platform(platform)
     px = None if pixel_size_um is None else check_positive(pixel_size_um, name="pixel_size_um")
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: no such file or folder."
-        raise InputError(msg)
+    path = existing_path(path)
     vendor_kw = {"modality": modality, "pixel_size_um": px, "id_column": id_column, "options": options}
     if path.is_dir():
         if canon == "generic":

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
-from spatialmultiomics.io._common import numeric_block, numeric_column, read_frame
+from spatialmultiomics.io._common import existing_path, numeric_block, numeric_column, read_frame
 
 __all__ = ["ID_COLUMNS", "read_table"]
 
@@ -123,13 +123,7 @@ def read_table(
     AnnData with ``X`` float32 raw values, ``obsm['spatial']`` in µm, ``obs['fov']`` when present, provenance in
     ``uns['provenance']``.
     """
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: no such file."
-        raise InputError(msg)
-    if path.is_dir():
-        msg = f"{path}: is a folder; expected a table file (CSV / TSV / parquet) or .h5ad."
-        raise InputError(msg)
+    path = existing_path(path, folder=False)
     frame = _load_frame(path)
     frame.columns = [str(c) for c in frame.columns]
     if len(frame) == 0:

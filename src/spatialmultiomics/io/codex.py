@@ -26,7 +26,7 @@ import pandas as pd
 
 from spatialmultiomics._errors import InputError
 from spatialmultiomics.io._celltable import protein_table, read_tables, split_markers
-from spatialmultiomics.io._common import find_column, require_columns
+from spatialmultiomics.io._common import existing_path, find_column, require_columns
 from spatialmultiomics.io._constants import CodexColumns
 
 if TYPE_CHECKING:
@@ -95,10 +95,7 @@ def codex(
     from spatialmultiomics._validate import check_positive
 
     px = check_positive(pixel_size_um, name="pixel_size_um")
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: no such file or folder."
-        raise InputError(msg)
+    path = existing_path(path)
     files = _table_files(path)
     ids_lower = {c.lower() for c in CodexColumns.CELL_ID if c}
     frame, file_fov = read_tables(

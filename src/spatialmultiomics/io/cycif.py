@@ -26,6 +26,7 @@ from spatialmultiomics._log import logger
 from spatialmultiomics.io._celltable import protein_table, read_tables, split_markers
 from spatialmultiomics.io._common import (
     column_key,
+    existing_path,
     open_text,
     read_frame,
     require_columns,
@@ -111,10 +112,7 @@ def cycif(
     from spatialmultiomics._validate import check_positive
 
     px = check_positive(pixel_size_um, name="pixel_size_um")
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: no such file or folder."
-        raise InputError(msg)
+    path = existing_path(path)
     files = _quant_files(path)
     frame, fov = read_tables(
         files, text_columns=lambda i, n: n.strip().lower() == "cellid", folder=path if path.is_dir() else None

@@ -28,6 +28,7 @@ from spatialmultiomics._errors import InputError
 from spatialmultiomics.io._celltable import protein_table, split_markers
 from spatialmultiomics.io._common import (
     column_key,
+    existing_path,
     find_column,
     id_strings,
     read_frame,
@@ -174,10 +175,7 @@ def imc(path: str | Path, *, pixel_size_um: float = ImcColumns.PIXEL_SIZE_UM) ->
     from spatialmultiomics._validate import check_positive
 
     px = check_positive(pixel_size_um, name="pixel_size_um")
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: no such file or folder."
-        raise InputError(msg)
+    path = existing_path(path)
     if path.is_dir():
         return _steinbock(path, px)
     ids = {c.lower() for c in ImcColumns.OBJECT} | {c.lower() for c in ImcColumns.IMAGE}

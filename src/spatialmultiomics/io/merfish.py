@@ -27,6 +27,7 @@ from spatialmultiomics.io._common import (
     attach_controls,
     build_anndata,
     check_unique_ids,
+    existing_path,
     find_column,
     find_file,
     id_strings,
@@ -93,10 +94,7 @@ def merfish(
     from spatialmultiomics._validate import check_positive
 
     px = check_positive(pixel_size_um, name="pixel_size_um")
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: no such file or folder."
-        raise InputError(msg)
+    path = existing_path(path)
     if path.is_dir():
         counts_path = find_file(path, MerfishFiles.COUNTS, kind="file")
         folder = path

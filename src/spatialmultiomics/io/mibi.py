@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from spatialmultiomics._errors import InputError
 from spatialmultiomics.io._celltable import protein_table, split_markers
-from spatialmultiomics.io._common import find_column, find_file, read_frame, require_columns
+from spatialmultiomics.io._common import existing_path, find_column, find_file, read_frame, require_columns
 from spatialmultiomics.io._constants import MibiColumns
 
 if TYPE_CHECKING:
@@ -71,10 +71,7 @@ def mibi(
     from spatialmultiomics._validate import check_positive
 
     px = check_positive(pixel_size_um, name="pixel_size_um")
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: no such file or folder."
-        raise InputError(msg)
+    path = existing_path(path)
     if path.is_dir():
         hit = find_file(path, _CELL_TABLES, kind="file")
         if hit is None:

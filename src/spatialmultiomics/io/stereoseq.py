@@ -27,6 +27,7 @@ from spatialmultiomics._errors import InputError
 from spatialmultiomics._log import logger
 from spatialmultiomics.io._common import (
     build_anndata,
+    existing_path,
     find_column,
     make_unique,
     numeric_column,
@@ -43,9 +44,7 @@ __all__ = ["stereoseq"]
 
 
 def _gem_path(path: Path) -> Path:
-    if not path.exists():
-        msg = f"{path}: no such file or folder."
-        raise InputError(msg)
+    existing_path(path)
     if path.is_dir():
         hits = sorted({p for pat in StereoseqFiles.GEM_PATTERNS for p in path.glob(pat) if p.is_file()})
         if len(hits) != 1:

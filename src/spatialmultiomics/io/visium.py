@@ -31,6 +31,7 @@ from spatialmultiomics.io._common import (
     attach_controls,
     build_anndata,
     check_unique_ids,
+    existing_path,
     find_file,
     id_strings,
     numeric_column,
@@ -156,10 +157,7 @@ def visium(
     ``array_row``, ``array_col``, ``pxl_row_in_fullres``, ``pxl_col_in_fullres``; ``obsm['spatial']`` (x, y) in µm;
     ``uns['provenance']`` with the Space Ranger version, positions layout, scale factors and µm per pixel.
     """
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: no such file or folder."
-        raise InputError(msg)
+    path = existing_path(path)
     matrix_path, outs = _locate(path)
     spatial = outs / VisiumFiles.SPATIAL
     if not spatial.is_dir() and (outs.parent / VisiumFiles.SPATIAL).is_dir():

@@ -33,6 +33,7 @@ from spatialmultiomics.io._common import (
     attach_controls,
     build_anndata,
     check_unique_ids,
+    existing_path,
     id_strings,
     numeric_column,
     read_frame,
@@ -64,9 +65,7 @@ def _experiment(path: Path | None) -> dict[str, Any]:
 
 def _load(path: Path) -> tuple[TenxMatrix, pd.DataFrame, np.ndarray, list[Path], dict[str, Any]]:
     """Matrix, cells table aligned to the matrix barcodes, coordinates (µm), files read, extra provenance."""
-    if not path.exists():
-        msg = f"{path}: no such file or folder."
-        raise InputError(msg)
+    existing_path(path)
     folder = path.parent if path.is_file() else path
     if path.is_file():
         found = require_files(
