@@ -116,6 +116,8 @@ def _collect_modalities(
     extra_modalities: Mapping[str, Any] | None,
     pixel_size_um: float | Mapping[str, float] | None,
 ) -> dict[str, AnnData]:
+    """Read every input into modality name -> AnnData; ``platform_tx`` / ``platform_prot`` are already checked."""
+
     def px(name: str) -> float | None:
         return pixel_size_um.get(name) if isinstance(pixel_size_um, Mapping) else pixel_size_um
 
@@ -138,14 +140,13 @@ def _collect_modalities(
             mods[name] = adata
         transcript_path = None  # the .h5mu held every modality
     sides = (
-        (transcript_path, platform_tx, "rna", Keys.RNA, "platform_tx", "transcript_path"),
-        (protein_path, platform_prot, "protein", Keys.PROTEIN, "platform_prot", "protein_path"),
+        (transcript_path, platform_tx, Keys.RNA, "transcript_path"),
+        (protein_path, platform_prot, Keys.PROTEIN, "protein_path"),
     )
-    for source, platform, kind, name, platform_arg, path_arg in sides:
+    for source, platform, name, path_arg in sides:
         if source is None or name in mods:
             continue
-        canon = _check_platform(platform, kind=kind, argname=platform_arg)
-        mods[name] = _load(source, platform=canon, modality=name, pixel_size_um=px(name), argname=path_arg)
+        mods[name] = _load(source, platform=platform, modality=name, pixel_size_um=px(name), argname=path_arg)
     for name, source in (extra_modalities or {}).items():
         if name in mods:
             msg = f"extra_modalities: the name {name!r} is already used; pick another modality name."
@@ -304,10 +305,11 @@ def run_pipeline(
     radius = check_positive(radius, name="radius")
     annotation_method = check_option(annotation_method, ("auto", "paper"), name="annotation_method")
     expected = check_option(expected, ("exact", "paper"), name="expected")
-    if transcript_path is not None:
-        _check_platform(platform_tx, kind="rna", argname="platform_tx")
-    if protein_path is not None:
-        _check_platform(platform_prot, kind="protein", argname="platform_prot")
+    # checked before anything is read; the canonical names go to the readers
+    canon_tx = _check_platform(platform_tx, kind="rna", argname="platform_tx") if transcript_path is not None else None
+    canon_prot = (
+        _check_platform(platform_prot, kind="protein", argname="platform_prot") if protein_path is not None else None
+    )
     if output_dir is not None:
         io.check_output_dir(output_dir, overwrite=overwrite)
     markers_given = (
@@ -337,9 +339,7 @@ def run_pipeline(
 
     try:
         t = time.perf_counter()
-        mods = _collect_modalities(
-            transcript_path, protein_path, platform_tx, platform_prot, extra_modalities, pixel_size_um
-        )
+        mods = _collect_modalities(transcript_path, protein_path, canon_tx, canon_prot, extra_modalities, pixel_size_um)
         t = done("read", t)
         mdata = align_modalities(mods, route=align, match_radius=match_radius, unmatched=unmatched, seed=seed)
         t = done("align", t)
