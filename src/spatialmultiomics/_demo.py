@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,10 +49,13 @@ def run_demo(
     figures: bool = True,
 ) -> tuple[PipelineResult, dict[str, float]]:
     """Run the pipeline on built-in data from its table files; return the result and its accuracy vs the truth."""
-    from spatialmultiomics import datasets
+    from spatialmultiomics import datasets, io
     from spatialmultiomics._pipeline import run_pipeline
 
     dataset = check_option(dataset, DEMO_FACTORS, name="dataset")
+    started = time.time()
+    if output_dir is not None:
+        io.check_output_dir(output_dir, overwrite=overwrite)
     mdata = datasets.paper_benchmark(seed=seed) if dataset == "paper" else datasets.synthetic_tissue(seed=seed)
     tmp = Path(tempfile.mkdtemp(prefix="smo-demo-"))
     try:
@@ -62,12 +66,9 @@ def run_demo(
             platform_tx="Visium" if dataset == "paper" else "generic",
             platform_prot="CODEX",
             n_factors=n_factors or DEMO_FACTORS[dataset],
-            output_dir=output_dir,
             markers=files["markers"],
             seed=seed,
-            overwrite=overwrite,
             progress=progress,
-            figures=figures,
         )
         if save_inputs is not None:
             Path(save_inputs).mkdir(parents=True, exist_ok=True)
@@ -80,9 +81,8 @@ def run_demo(
     scores = score_labels(truth, pred)
     result.mdata.uns["demo"] = {"dataset": dataset, **scores}
     if output_dir is not None:
+        # written once, after scoring, so report.html shows the accuracy against the known truth
+        io.write_results(result, output_dir, overwrite=overwrite, figures=figures, started=started)
+        result.output_dir = Path(output_dir)
         (Path(output_dir) / "demo_scores.json").write_text(json.dumps({"dataset": dataset, **scores}, indent=2))
-        from spatialmultiomics.report import write_report
-
-        # again, now with the accuracy against the known truth (figures are read back from figures/)
-        write_report(result, Path(output_dir) / "report.html", figures=False)
     return result, scores

@@ -154,3 +154,5 @@ def test_demo_command_paper(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "d" / "shared_labels.csv").exists()
     assert (tmp_path / "d" / "demo_scores.json").exists()
+    assert "accuracy vs known truth" in (tmp_path / "d" / "report.html").read_text()
+    assert not list(tmp_path.glob(".d.*"))  # no temporary folder left beside it
