@@ -20,6 +20,7 @@ Dask is an optional extra (``pip install 'spatialmultiomics[dask]'``), imported 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import getitem
 from typing import Any
 
 import numpy as np
@@ -247,16 +248,24 @@ def _sizes(data: RowData) -> tuple[int | None, int | None]:
 
 
 def _pass(data: DaskRowData, G: np.ndarray, W: Any, update: str, max_inner: int) -> tuple[Any, PassStats]:
-    """One round of chunk tasks: the new cell loadings (persisted Dask array) and the reduced pass sums."""
+    """One round of chunk tasks: the new cell loadings (persisted Dask array) and the reduced pass sums.
+
+    Each chunk task runs exactly once: its results are persisted before the cell loadings and the sums are taken
+    from them (persisting both views of unpersisted tasks together made Dask's optimizer run every chunk twice,
+    once per view). The tasks get a snapshot of ``G``: the caller updates ``G`` in place as soon as the sums are
+    back, and in-process workers can share the array's memory (pickle protocol 5 does not copy buffers).
+    """
     dask = import_optional("dask", extra="dask")
-    results = [
-        dask.delayed(_chunk_pass, nout=2)(c, G, w, update, max_inner)
-        for c, w in zip(data.chunks, data._cell_pieces(W), strict=True)
-    ]
-    W_new = data._cell_array([r[0] for r in results], G.shape[0])
-    total = dask.delayed(_sum_stats)([r[1] for r in results])
-    W_new, total = dask.persist(W_new, total)
-    return W_new, total.compute()
+    G_task = G.copy()
+    results = dask.persist(
+        *[
+            dask.delayed(_chunk_pass, pure=False)(c, G_task, w, update, max_inner)
+            for c, w in zip(data.chunks, data._cell_pieces(W), strict=True)
+        ]
+    )
+    W_new = data._cell_array([dask.delayed(getitem)(r, 0) for r in results], G.shape[0]).persist()
+    total = dask.delayed(_sum_stats)([dask.delayed(getitem)(r, 1) for r in results]).compute()
+    return W_new, total
 
 
 def fit_dask(
