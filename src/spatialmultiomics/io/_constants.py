@@ -21,6 +21,7 @@ __all__ = [
     "MibiColumns",
     "StereoseqColumns",
     "StereoseqFiles",
+    "StereoseqGef",
     "TenxH5",
     "VisiumColumns",
     "VisiumFiles",
@@ -180,11 +181,50 @@ class XeniumColumns:
 
 
 class StereoseqFiles:
-    """Stereo-seq (SAW) outputs."""
+    """Stereo-seq (SAW) outputs: GEM text files and GEF (HDF5) files (``.bgef`` / ``.cgef`` from geftools)."""
 
     GEM_SUFFIXES = (".gem", ".gem.gz", ".txt", ".txt.gz", ".tsv", ".tsv.gz")
-    GEF_SUFFIXES = (".gef",)
+    GEF_SUFFIXES = (".gef", ".bgef", ".cgef")
     GEM_PATTERNS = ("*.gem", "*.gem.gz")
+    GEF_PATTERNS = ("*.gef", "*.bgef", "*.cgef")
+
+
+class StereoseqGef:
+    """GEF (HDF5) group, dataset, field and attribute names (STOmics geftools / SAW; see ``io/stereoseq.py``).
+
+    Square-bin GEF: ``/geneExp/bin1/gene`` (gene-major index into ``expression``) and ``/geneExp/bin1/expression``.
+    Cell-bin GEF: ``/cellBin/cell``, ``/cellBin/gene``, ``/cellBin/cellExp`` (cell-major), ``/cellBin/geneExp``.
+    Field spellings are in order of preference; the first present is used.
+    """
+
+    SQUARE_GROUP = "geneExp"
+    BIN1 = "bin1"
+    GENE = "gene"
+    EXPRESSION = "expression"
+    #: gene dataset: the gene id (``gene`` before GEF 4, ``geneID`` from GEF 4 on) and the gene symbol (GEF >= 4)
+    GENE_ID_FIELDS = ("geneID", "gene")
+    GENE_NAME_FIELDS = ("geneName",)
+    OFFSET = "offset"
+    #: number of expression records of a gene (square-bin ``gene.count``)
+    GENE_RECORDS = "count"
+    X = "x"
+    Y = "y"
+    COUNT = "count"
+    CELL_GROUP = "cellBin"
+    CELL = "cell"
+    CELL_EXP = "cellExp"
+    GENE_EXP = "geneExp"
+    CELL_BORDER = "cellBorder"
+    CELL_ID = "id"
+    #: number of (gene, count) records of a cell in ``cellExp``
+    CELL_GENES = "geneCount"
+    CELL_DNB = "dnbCount"
+    CELL_AREA = "area"
+    #: ``cellExp.geneID`` is an integer row index into ``/cellBin/gene``
+    CELL_EXP_GENE = "geneID"
+    #: attributes holding the DNB pitch in nm: on ``expression`` (square-bin) or on the file (cell-bin)
+    RESOLUTION = "resolution"
+    DNB_PITCH_NM_DEFAULT = 500
 
 
 class StereoseqColumns:

@@ -106,7 +106,7 @@ def detect_platform(path: str | Path) -> list[str]:
         found.add("xenium" if path.name.startswith("cell_feature_matrix") else "visium")
     if find_file(path, (*MerfishFiles.COUNTS, *MerfishFiles.METADATA), kind="file"):
         found.add("merfish")
-    if find_file(path, (*StereoseqFiles.GEM_PATTERNS, "*.gef"), kind="file"):
+    if find_file(path, (*StereoseqFiles.GEM_PATTERNS, *StereoseqFiles.GEF_PATTERNS), kind="file"):
         found.add("stereoseq")
     if (path / ImcFiles.INTENSITIES).is_dir() and (path / ImcFiles.REGIONPROPS).is_dir():
         found.add("imc")
