@@ -1,6 +1,7 @@
 """Parity with ``squidpy.gr.nhood_enrichment`` on the same graph (squidpy is an optional test dependency).
 
-Run with an environment that has squidpy (``pip install 'spatialmultiomics[bench]'``); skipped otherwise.
+Run with an environment that has squidpy (``make test-interop``, or ``pip install 'spatialmultiomics[bench]'``);
+skipped otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ with warnings.catch_warnings():
 
 from spatialmultiomics.spatial import colocalization, spatial_neighbors
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+pytestmark = [pytest.mark.interop, pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")]
 
 
 def _tissue(n: int = 3000, n_types: int = 8, seed: int = 0, n_fov: int = 1) -> ad.AnnData:

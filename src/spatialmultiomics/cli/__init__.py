@@ -2,6 +2,7 @@
 
 from spatialmultiomics.cli import (
     _colocalize,  # noqa: F401  (registers the colocalize command)
+    _export,  # noqa: F401  (registers the export command)
     _io,  # noqa: F401  (registers the read and info commands)
     _report,  # noqa: F401  (registers the report command)
 )

@@ -11,6 +11,7 @@ from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
 from spatialmultiomics.io._common import existing_path
+from spatialmultiomics.io._constants import StereoseqFiles
 from spatialmultiomics.io._platforms import PLATFORMS, normalize_platform
 
 if TYPE_CHECKING:
@@ -131,7 +132,8 @@ def read(
     path
         A vendor output folder or file (Space Ranger ``outs/``, MERSCOPE region folder, Xenium bundle, GEM file,
         steinbock folder, MCMICRO quantification, ark cell table, CODEX table ...), a standardized table
-        (CSV / TSV / parquet: optional id column, ``x``, ``y``, features) or an ``.h5ad`` file.
+        (CSV / TSV / parquet: optional id column, ``x``, ``y``, features), an ``.h5ad`` file or a SpatialData
+        ``.zarr`` store (its table, see :func:`read_spatialdata`; ``table=`` picks one of several).
     platform
         Instrument name, case-insensitive (``Visium``, ``MERFISH``, ``MERSCOPE``, ``Xenium``, ``Stereo-seq``,
         ``CODEX``, ``MIBI``, ``IMC``, ``CyCIF``, ``generic``). Not given (or ``generic``): detected from a folder's
@@ -160,6 +162,7 @@ def read(
     """
     from spatialmultiomics._validate import check_positive
     from spatialmultiomics.io._detect import detect_platform, table_header, table_layout
+    from spatialmultiomics.io._spatialdata import is_spatialdata_store, read_spatialdata
     from spatialmultiomics.io._table import is_table, read_table
 
     canon = normalize_platform(platform)
@@ -167,6 +170,12 @@ def read(
     path = existing_path(path)
     vendor_kw = {"modality": modality, "pixel_size_um": px, "id_column": id_column, "options": options}
     if path.is_dir():
+        if canon == "generic" and is_spatialdata_store(path):
+            unknown = sorted(set(options) - {"table", "coordinate_system"})
+            if unknown:
+                msg = f"options {unknown} do not apply to a SpatialData store; it takes table=, coordinate_system=."
+                raise InputError(msg)
+            return read_spatialdata(path, modality=modality, pixel_size_um=1.0 if px is None else px, **options)
         if canon == "generic":
             found = detect_platform(path)
             if not found:
@@ -191,7 +200,7 @@ def read(
         kind = PLATFORMS[canon][0]
         mod = modality or (kind if kind != "any" else "rna")
         return read_h5ad(path, pixel_size_um=1.0 if px is None else px, modality=mod, platform=canon)
-    if suffix in (".h5", ".gef"):
+    if suffix in (".h5", *StereoseqFiles.GEF_SUFFIXES):
         target = canon if canon in ("visium", "xenium", "stereoseq") else detect_platform(path)[0]
         return _vendor(target, path, **vendor_kw)
     header = table_header(path)

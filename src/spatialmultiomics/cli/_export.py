@@ -1,0 +1,55 @@
+"""``spatialmultiomics export``: a result written earlier, in another tool's format (SpatialData zarr)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from spatialmultiomics._errors import InputError
+from spatialmultiomics.cli._main import _common, _setup_logging, cli
+
+__all__ = ["export"]
+
+
+@cli.command("export")
+@click.argument("result", type=click.Path(path_type=Path))
+@click.option(
+    "--to",
+    "fmt",
+    type=click.Choice(["spatialdata"], case_sensitive=False),
+    default="spatialdata",
+    show_default=True,
+    help="Output format.",
+)
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Output store, e.g. result.zarr.")
+@click.option(
+    "--radius",
+    type=float,
+    default=None,
+    help="Cell radius in µm: cells become circles. Default: 27.5 for Visium spots, else cells are points.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@_common
+def export(result, fmt, out, radius, overwrite, quiet, debug) -> None:
+    """Export RESULT (a folder written by `spatialmultiomics run`, or its result.h5mu) as a SpatialData store.
+
+    \b
+    Needs the interop extra: pip install 'spatialmultiomics[interop]'.
+    Example:
+      spatialmultiomics export results --to spatialdata -o results.zarr
+    """
+    from spatialmultiomics._mudata import read_h5mu
+    from spatialmultiomics.io import write_spatialdata
+
+    _setup_logging(quiet, debug)
+    source = result / "result.h5mu" if result.is_dir() else result
+    if not source.is_file():
+        msg = f"{source}: no such file; give a result folder (with result.h5mu) or a .h5mu file."
+        raise InputError(msg)
+    try:
+        path = write_spatialdata(read_h5mu(source), out, overwrite=overwrite, radius=radius)
+    except ImportError as err:  # a missing extra is for the user to fix: one line, exit code 2
+        raise InputError(str(err)) from err
+    if not quiet:
+        click.echo(f"{fmt}: {path}")

@@ -1,0 +1,75 @@
+"""``spatialmultiomics export RESULT --to spatialdata -o OUT.zarr`` (in-process through ``main``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import spatialmultiomics as smo
+from spatialmultiomics import Keys
+from spatialmultiomics._mudata import read_h5mu, write_h5mu
+from spatialmultiomics.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _restore_logger():
+    logger = logging.getLogger("spatialmultiomics")
+    state = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = state[0], state[1], state[2]
+
+
+@pytest.fixture(scope="module")
+def result_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A result folder as far as export reads it: result.h5mu of a small pipeline run."""
+    mdata = smo.datasets.paper_benchmark(seed=0, n_cells=120)
+    res = smo.run_pipeline(
+        mdata["rna"], mdata["protein"], n_factors=4, markers=dict(mdata.uns["markers"]), progress=False
+    )
+    folder = tmp_path_factory.mktemp("results")
+    write_h5mu(res.mdata, folder / "result.h5mu")
+    return folder
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, list[str]]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    return exc.value.code, [ln.strip() for ln in err.splitlines() if ln.strip()]
+
+
+def test_export_without_the_extra_exits_2_naming_it(result_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "spatialdata", None)  # import spatialdata -> ImportError
+    code, lines = _cli(["export", str(result_dir), "-o", str(tmp_path / "r.zarr")], capsys)
+    assert code == 2
+    assert lines == ["error: This feature needs 'spatialdata': pip install 'spatialmultiomics[interop]'"]
+    assert not (tmp_path / "r.zarr").exists()
+
+
+def test_export_of_a_folder_without_result_exits_2(tmp_path: Path, capsys) -> None:
+    code, lines = _cli(["export", str(tmp_path), "-o", str(tmp_path / "r.zarr")], capsys)
+    assert code == 2
+    assert len(lines) == 1
+    assert "result.h5mu: no such file; give a result folder" in lines[0]
+
+
+@pytest.mark.interop
+def test_export_writes_a_store_spatialdata_opens(result_dir: Path, tmp_path: Path, capsys) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sd = pytest.importorskip("spatialdata")
+    out = tmp_path / "result.zarr"
+    main(["export", str(result_dir), "--to", "SpatialData", "-o", str(out), "--radius", "4"])
+    assert f"spatialdata: {out}" in capsys.readouterr().out
+    mdata = read_h5mu(result_dir / "result.h5mu")
+    sdata = sd.read_zarr(out)
+    assert set(sdata.tables) == {"rna", "protein"}
+    np.testing.assert_array_equal(sdata.shapes["cells"]["radius"].to_numpy(), np.full(mdata.n_obs, 4.0))
+    for name in ("rna", "protein"):
+        np.testing.assert_array_equal(np.asarray(sdata.tables[name].X), np.asarray(mdata[name].X))
+        np.testing.assert_array_equal(sdata.tables[name].obsm[Keys.SPATIAL], mdata.obsm[Keys.SPATIAL])
