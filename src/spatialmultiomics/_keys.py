@@ -34,6 +34,11 @@ class Keys:
     NMF_UNS = "nmf"  # uns: params, loss, factor annotation table
     HVG = "highly_variable"  # var: bool
     PREPROCESSED = "preprocessed"  # layers: transformed values fed to the factorization
+    SCALE_LOW = "scale_low"  # var of intensity modalities: per-channel offset of the scaling (transformed units)
+    SCALE_SPAN = "scale_span"  # var of intensity modalities: per-channel spread of the scaling
+    COMPOSITION = "cell_type_composition"  # obsm of spots: fraction of the spot's cells of each type (DataFrame)
+    COMPOSITION_SHARE = "cell_type_share"  # obs of spots: fraction of the spot's cells of the spot's type
+    SPOT_CELLS = "spot_cells"  # uns: the single cells under the spots with their transferred types (DataFrame)
 
     # spatial graph
     GRAPH = "spatial_connectivities"  # obsp: CSR adjacency, no self-loops

@@ -367,6 +367,13 @@ def run_pipeline(
             factorize.store_k_selection(mdata, selection)
         t = done("factorize", t)
         annotate.annotate(mdata, markers=markers, method=annotation_method)
+        spot_mods = [
+            name
+            for name, entry in mdata.uns.get("alignment", {}).get("modalities", {}).items()
+            if entry.get("route") == "spots" and name in mods
+        ]
+        if len(spot_mods) == 1:  # spots + single cells: type the cells under each spot, count them
+            annotate.spot_composition(mdata, mods[spot_mods[0]], modality=spot_mods[0])
         t = done("annotate", t)
         spatial.spatial_neighbors(mdata, method="radius", radius=radius)
         spatial.niche_composition(mdata, label_key=Keys.CELL_TYPE)

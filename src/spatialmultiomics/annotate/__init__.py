@@ -6,14 +6,17 @@ from spatialmultiomics.annotate._assign import AnnotationResult, annotate
 from spatialmultiomics.annotate._markers import MarkerSet, load_markers, merge_markers
 from spatialmultiomics.annotate._reference import builtin_markers
 from spatialmultiomics.annotate._score import FactorScores, paper_factor_scores
+from spatialmultiomics.annotate._spots import SpotComposition, spot_composition
 
 __all__ = [
     "AnnotationResult",
     "FactorScores",
     "MarkerSet",
+    "SpotComposition",
     "annotate",
     "builtin_markers",
     "load_markers",
     "merge_markers",
     "paper_factor_scores",
+    "spot_composition",
 ]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from spatialmultiomics.datasets._paper import paper_benchmark
+from spatialmultiomics.datasets._spots import SpotData, hex_lattice, visium_like
 from spatialmultiomics.datasets._tables import write_tables
 from spatialmultiomics.datasets._tissue import synthetic_tissue
 
-__all__ = ["paper_benchmark", "synthetic_tissue", "write_tables"]
+__all__ = ["SpotData", "hex_lattice", "paper_benchmark", "synthetic_tissue", "visium_like", "write_tables"]

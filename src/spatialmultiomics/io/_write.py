@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from spatialmultiomics._errors import InputError
+from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
 from spatialmultiomics._mudata import write_h5mu
 
@@ -104,7 +106,9 @@ def write_results(
     q_value), ``niche_composition.csv`` (cell_id, niche_type, composition, n_neighbors, frac_*),
     ``W_transcript.npy`` (n_genes, k), ``W_protein.npy`` (n_proteins, k), ``W_<modality>.npy`` for further
     modalities, ``H_shared.npy`` (k, n_cells), ``nmf_factors.csv`` (cell_id, factor_0 ...),
-    ``factor_annotation.csv``, ``result.h5mu``, ``figures/`` (every applicable figure as PNG + SVG, see
+    ``factor_annotation.csv``, with spots typed from their single cells (:func:`smo.annotate.spot_composition`)
+    ``spot_composition.csv`` (spot_id, n_cells, fraction of each type) and ``spot_cells.csv`` (cell_id, spot_id,
+    cell_type, confidence), ``result.h5mu``, ``figures/`` (every applicable figure as PNG + SVG, see
     :func:`smo.pl.save_figures`) and ``report.html`` (see :func:`smo.report.write_report`).
 
     Parameters
@@ -134,6 +138,13 @@ def write_results(
             np.save(tmp / f"{fname}.npy", loadings)
         result.nmf_factors.to_csv(tmp / "nmf_factors.csv", index=False)
         result.factor_annotation.to_csv(tmp / "factor_annotation.csv", index=False)
+        mdata = result.mdata
+        if Keys.COMPOSITION in mdata.obsm:  # spots typed from their single cells
+            comp = pd.DataFrame(mdata.obsm[Keys.COMPOSITION]).copy()
+            n_cells = mdata.uns[Keys.SPOT_CELLS]["spot_id"].value_counts().reindex(comp.index, fill_value=0)
+            comp.insert(0, "n_cells", n_cells.to_numpy(dtype=np.int64))
+            comp.to_csv(tmp / "spot_composition.csv", index_label="spot_id")
+            mdata.uns[Keys.SPOT_CELLS].to_csv(tmp / "spot_cells.csv", index=False)
         _write_figures_and_report(result, tmp, figures=figures)  # first: stores the palette in the .h5mu too
         write_h5mu(result.mdata, tmp / "result.h5mu")
     logger.info("results written to %s", output_dir)

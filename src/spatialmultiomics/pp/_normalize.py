@@ -14,7 +14,7 @@ from spatialmultiomics._validate import check_finite_nonnegative, check_option, 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["normalize_counts", "scale_intensities"]
+__all__ = ["apply_intensity_scaling", "normalize_counts", "scale_intensities"]
 
 
 def _scale_rows_inplace(X: sp.csr_matrix, scale: np.ndarray, rows_per_chunk: int = 65536) -> None:
@@ -90,15 +90,24 @@ def normalize_counts(
     return None
 
 
-def _scale_intensities(X: np.ndarray, *, transform: str, cofactor: float, low: float, high: float) -> np.ndarray:
-    """Transform then map each channel's [low, high] percentiles to [0, 1], clipped at 0 (background removed)."""
+def _transform(X: np.ndarray | sp.spmatrix, transform: str, cofactor: float) -> np.ndarray:
+    """Return the channel transform of ``X`` (dense float32, a new array)."""
     X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
     if transform == "arcsinh":
-        Y = np.arcsinh(X / np.float32(cofactor))
-    elif transform == "log1p":
-        Y = np.log1p(X)
-    else:
-        Y = X.copy()
+        return np.arcsinh(X / np.float32(cofactor))
+    if transform == "log1p":
+        return np.log1p(X)
+    return X.copy()
+
+
+def _scale_intensities(
+    X: np.ndarray, *, transform: str, cofactor: float, low: float, high: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Transform then map each channel's [low, high] percentiles to [0, 1], clipped at 0 (background removed).
+
+    Returns ``(Y, lo, span)``: the scaled values and the per-channel offset and spread used (transformed units).
+    """
+    Y = _transform(X, transform, cofactor)
     lo = np.percentile(Y, low, axis=0).astype(np.float32) if low > 0 else np.zeros(Y.shape[1], np.float32)
     hi = np.percentile(Y, high, axis=0).astype(np.float32)
     span = hi - lo
@@ -106,6 +115,18 @@ def _scale_intensities(X: np.ndarray, *, transform: str, cofactor: float, low: f
     span[flat] = np.where(Y.max(axis=0)[flat] - lo[flat] > 0, Y.max(axis=0)[flat] - lo[flat], 1.0)
     Y -= lo
     Y /= span
+    np.maximum(Y, 0, out=Y)
+    return Y, lo, span
+
+
+def apply_intensity_scaling(
+    X: np.ndarray | sp.spmatrix, lo: np.ndarray, span: np.ndarray, *, transform: str, cofactor: float
+) -> np.ndarray:
+    """Scale new observations exactly as :func:`scale_intensities` scaled its input: same transform, and the
+    per-channel offset ``lo`` and spread ``span`` it stored in ``var['scale_low']`` / ``var['scale_span']``."""
+    Y = _transform(X, transform, cofactor)
+    Y -= np.asarray(lo, dtype=np.float32)
+    Y /= np.asarray(span, dtype=np.float32)
     np.maximum(Y, 0, out=Y)
     return Y
 
@@ -139,7 +160,9 @@ def scale_intensities(
     layer_added
         Layer that receives the result.
     inplace
-        Write ``adata.layers[layer_added]`` (True) or return the matrix.
+        Write ``adata.layers[layer_added]`` and the per-channel offset and spread (transformed units) to
+        ``var['scale_low']`` / ``var['scale_span']`` (True; :func:`apply_intensity_scaling` reuses them), or
+        return the matrix.
     """
     transform = check_option(transform, ("arcsinh", "log1p", "none"), name="protein_transform")
     check_positive(cofactor, name="cofactor")
@@ -147,8 +170,12 @@ def scale_intensities(
         msg = f"percentiles must satisfy 0 <= low < high <= 100, got low={low_percentile}, high={high_percentile}."
         raise InputError(msg)
     check_finite_nonnegative(adata.X, name="intensities")
-    out = _scale_intensities(adata.X, transform=transform, cofactor=cofactor, low=low_percentile, high=high_percentile)
+    out, lo, span = _scale_intensities(
+        adata.X, transform=transform, cofactor=cofactor, low=low_percentile, high=high_percentile
+    )
     if not inplace:
         return out
     adata.layers[layer_added] = out
+    adata.var[Keys.SCALE_LOW] = lo
+    adata.var[Keys.SCALE_SPAN] = span
     return None
