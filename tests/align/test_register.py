@@ -108,3 +108,48 @@ def test_register_input_errors() -> None:
         register(xy, xy, landmarks=(xy,))
     with pytest.raises(InputError, match=r"scale_range must be \(min, max\) with min <= max"):
         register(np.zeros((20, 2)), np.zeros((20, 2)), kind="similarity", scale_range=(1.2, 0.8))
+
+
+def test_mirrored_section_is_found_only_when_allowed(jittered_grid, disk_jitter) -> None:
+    rng = np.random.default_rng(21)
+    fixed = jittered_grid(1500, rng)
+    keep = np.sort(rng.choice(1500, 1350, replace=False))
+    center = fixed.mean(axis=0)
+    flip = Transform(np.array([[-1.0, 0.0, 2.0 * center[0]], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), kind="affine")
+    truth = Transform.from_params(rotation_deg=25.0, translation=(300.0, -200.0), center=center).compose(flip)
+    moving = truth.apply((fixed + disk_jitter(1500, 3.0, rng))[keep])
+    # not searched: no transform matches the cells one to one, and it says so instead of returning a wrong one
+    plain = register(moving, fixed, on_failure="ignore")
+    assert not plain.success, plain.message
+    res = register(moving, fixed, allow_reflection=True)
+    assert res.success and res.method == "points", res.message
+    assert "mirrored" in res.message
+    assert np.linalg.det(res.transform.linear) < 0
+    assert _error_um(res.transform, truth, fixed) <= 2.0
+    # an unmirrored section still gets the plain transform when reflections are allowed
+    plain_truth = Transform.from_params(rotation_deg=-15.0, translation=(100.0, 50.0), center=center)
+    res = register(plain_truth.apply(fixed[keep]), fixed, allow_reflection=True)
+    assert res.success and np.linalg.det(res.transform.linear) > 0, res.message
+    assert _error_um(res.transform, plain_truth, fixed) <= 2.0
+
+
+def test_align_passes_allow_reflection(jittered_grid, disk_jitter) -> None:
+    import anndata as ad
+
+    from spatialmultiomics.align import align
+
+    rng = np.random.default_rng(5)
+    xy = jittered_grid(1200, rng)
+    center = xy.mean(axis=0)
+    flip = Transform(np.array([[-1.0, 0.0, 2.0 * center[0]], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), kind="affine")
+    truth = Transform.from_params(rotation_deg=10.0, translation=(400.0, 0.0), center=center).compose(flip)
+    rna = ad.AnnData(rng.random((1200, 5)).astype(np.float32))
+    rna.obs_names = [f"r{i}" for i in range(1200)]
+    rna.obsm["spatial"] = xy
+    prot = ad.AnnData(rng.random((1200, 3)).astype(np.float32))
+    prot.obs_names = [f"p{i}" for i in range(1200)]
+    prot.obsm["spatial"] = truth.apply(xy + disk_jitter(1200, 2.0, rng))
+    out = align({"rna": rna, "protein": prot}, route="register", allow_reflection=True)
+    info = out.uns["alignment"]["modalities"]["protein"]
+    assert "mirrored" in info["registration"]["message"]
+    assert np.array_equal(out.obs["protein_id"].to_numpy(), [f"p{i}" for i in range(1200)])

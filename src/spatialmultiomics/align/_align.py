@@ -374,6 +374,7 @@ def align(
     landmarks: Mapping[str, tuple[Any, Any]] | None = None,
     transforms: Mapping[str, Transform | Mapping[str, Any]] | None = None,
     max_rotation_deg: float = 180.0,
+    allow_reflection: bool = False,
     spot_diameter: float = 55.0,
     n_neighbors: int = 5,
     max_impute_distance: float | None = None,
@@ -415,6 +416,9 @@ def align(
         reference frame, e.g. ``Transform.identity()`` for sections already registered; no search is done.
     max_rotation_deg
         Rotations searched by the automatic registration (180: any).
+    allow_reflection
+        Let the automatic registration also try the mirror image of each partner section (mounted face down);
+        see :func:`register`.
     spot_diameter
         Spot footprint diameter in µm (Visium: 55).
     n_neighbors
@@ -500,6 +504,7 @@ def align(
         "method": method,
         "kind": kind,
         "max_rotation_deg": float(max_rotation_deg),
+        "allow_reflection": bool(allow_reflection),
         "spot_diameter_um": spot_diameter,
         "n_neighbors": n_neighbors,
         "max_impute_distance_um": "default" if max_impute_distance is None else max_impute_distance,
@@ -543,6 +548,7 @@ def align(
             landmarks=landmarks.get(name),
             given=given.get(name),
             max_rotation_deg=max_rotation_deg,
+            allow_reflection=bool(allow_reflection),
             spot_diameter=spot_diameter,
             n_neighbors=n_neighbors,
             max_impute_distance=max_impute_distance,
@@ -569,6 +575,7 @@ def _link_one(
     landmarks: tuple[Any, Any] | None,
     given: Transform | None,
     max_rotation_deg: float,
+    allow_reflection: bool,
     spot_diameter: float,
     n_neighbors: int,
     max_impute_distance: float | None,
@@ -592,6 +599,7 @@ def _link_one(
             max_rotation_deg=max_rotation_deg,
             max_pair_distance=radius,
             on_failure=on_failure,
+            allow_reflection=allow_reflection,
             seed=seed,
         )
 

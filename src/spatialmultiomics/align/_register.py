@@ -475,6 +475,7 @@ def register(
     fine_bin_um: float = 2.0,
     ambiguity_margin: float = 0.25,
     on_failure: str = "raise",
+    allow_reflection: bool = False,
     seed: int | None = 0,
 ) -> RegistrationResult:
     """Estimate the transform that maps the ``moving`` point cloud onto the ``fixed`` one.
@@ -551,18 +552,19 @@ def register(
                 msg = f"scale_range must be (min, max) with min <= max, got {scale_range!r}."
                 raise InputError(msg)
             scales = np.geomspace(lo, hi, max(1, int(np.ceil(np.log(hi / lo) / np.log(1.04))) + 1))
-        result = _auto(
-            mov,
-            fix,
-            kind=kind,
-            sections=sections,
-            max_rot=max_rot,
-            scales=scales,
-            tol=tol,
-            fine_bin=fine_bin,
-            margin=margin,
-            seed=seed,
-        )
+        options = {
+            "kind": kind,
+            "sections": sections,
+            "max_rot": max_rot,
+            "scales": scales,
+            "tol": tol,
+            "fine_bin": fine_bin,
+            "margin": margin,
+            "seed": seed,
+        }
+        result = _auto(mov, fix, **options)
+        if allow_reflection:
+            result = _better_of(result, _mirrored(mov, fix, options))
     logger.info("registration: %s", result.message)
     if not result.success:
         if on_failure == "raise":
@@ -571,6 +573,43 @@ def register(
         if on_failure == "warn":
             warn(f"registration failed: {result.message}")
     return result
+
+
+def _mirrored(mov: np.ndarray, fix: np.ndarray, options: dict[str, Any]) -> RegistrationResult:
+    """Register the mirror image of ``mov`` (x -> 2 cx - x about its centre) and compose the reflection back in."""
+    cx = float(mov[:, 0].mean())
+    flip = Transform(np.array([[-1.0, 0.0, 2.0 * cx], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), kind="affine")
+    res = _auto(flip.apply(mov), fix, **options)
+    return res._replace(
+        transform=res.transform.compose(flip),
+        message=f"mirrored section (x reflected about x = {cx:.1f} µm), then: {res.message}",
+    )
+
+
+def _better_of(plain: RegistrationResult, mirrored: RegistrationResult) -> RegistrationResult:
+    """The plain or the mirrored registration, whichever fits; a failure when both fit equally well."""
+    if plain.success != mirrored.success:
+        return plain if plain.success else mirrored
+    if not plain.success:
+        return plain
+    if plain.method == "points" or mirrored.method == "points":
+        a = plain.matched_fraction if plain.method == "points" else 0.0
+        b = mirrored.matched_fraction if mirrored.method == "points" else 0.0
+        if abs(a - b) < 0.05:
+            msg = f"ambiguous: the section and its mirror image match equally well ({a:.0%} vs {b:.0%} of cells)"
+            return plain._replace(success=False, message=msg)
+        return plain if a > b else mirrored
+    # density only: keep the clearly better one (mismatch 1 - score at least 25 % lower), else it is ambiguous
+    ma, mb = 1.0 - plain.density_score, 1.0 - mirrored.density_score
+    if ma <= 0.8 * mb:
+        return plain
+    if mb <= 0.8 * ma:
+        return mirrored
+    msg = (
+        f"ambiguous: the section and its mirror image fit the tissue density about equally well (scores "
+        f"{plain.density_score:.3f} vs {mirrored.density_score:.3f}); give landmarks"
+    )
+    return plain._replace(success=False, message=msg)
 
 
 def _from_landmarks(landmarks: Any, mov: np.ndarray, fix: np.ndarray, *, kind: str, tol: float) -> RegistrationResult:
