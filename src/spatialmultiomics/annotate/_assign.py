@@ -308,6 +308,9 @@ def _calls_from_factors(
     return calls, conf, frac, types
 
 
+_COLUMN_BLOCK = 16  # marker columns scaled at a time in _marker_scores
+
+
 def _marker_scores(
     mdata: MuData,
     index: dict[str, dict[str, np.ndarray]],
@@ -328,13 +331,26 @@ def _marker_scores(
     w_mod = resolve_weights(mods, weights, DEFAULT_WEIGHTS, name="weights")
     cols, columns = _marker_columns(index, types, mods)
     use = [m for m in mods if cols[m].size]
-    profiles = {m: scale_columns(_observed_columns(mdata, m, cols[m])) for m in use}
-    if W_named is not None and denoise != "none":
-        covered = denoise == "auto" and set(types) <= set(factor_labels or ())
-        for m in use:
-            if m in loadings and (denoise == "all" or covered or modality_kind(mdata, m) == "counts"):
-                recon = scale_columns(W_named @ loadings[m][cols[m], :].T)
-                profiles[m] = 0.5 * (profiles[m] + recon)
+    covered = denoise == "auto" and set(types) <= set(factor_labels or ())
+    W32 = None if W_named is None else np.asarray(W_named, dtype=np.float32)
+    profiles = {}
+    for m in use:
+        denoised = (
+            W32 is not None
+            and denoise != "none"
+            and m in loadings
+            and (denoise == "all" or covered or modality_kind(mdata, m) == "counts")
+        )
+        # a few marker columns at a time: at a million cells every (cells x markers) temporary costs gigabytes
+        P = np.empty((mdata.n_obs, cols[m].size), dtype=np.float32)
+        for a in range(0, cols[m].size, _COLUMN_BLOCK):
+            block = cols[m][a : a + _COLUMN_BLOCK]
+            P[:, a : a + block.size] = scale_columns(_observed_columns(mdata, m, block))
+            if denoised:
+                recon = scale_columns(W32 @ np.asarray(loadings[m][block, :], dtype=np.float32).T)
+                P[:, a : a + block.size] += recon
+                P[:, a : a + block.size] *= 0.5
+        profiles[m] = P
     return cell_marker_scores(profiles, columns, weights={m: w_mod[m] for m in use})
 
 

@@ -128,10 +128,12 @@ def write_results(
     -------
     The output folder.
     """
+    from spatialmultiomics.spatial._niches import write_niche_table
+
     with atomic_output_dir(output_dir, overwrite=overwrite, started=started) as tmp:
         result.shared_labels.to_csv(tmp / "shared_labels.csv", index=False)
         result.co_localization.to_csv(tmp / "co_localization.csv", index=False)
-        result.niche_composition.to_csv(tmp / "niche_composition.csv", index=False)
+        write_niche_table(result.mdata, tmp / "niche_composition.csv", label_key=Keys.CELL_TYPE)
         np.save(tmp / "H_shared.npy", result.H_shared)
         for name, loadings in result.feature_loadings.items():
             fname = {"rna": "W_transcript", "protein": "W_protein"}.get(name, f"W_{name}")

@@ -15,7 +15,7 @@ cancer invasive front. Cell 182:1341-1359.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from mudata import MuData
 
-__all__ = ["niche_composition", "niche_table", "niches"]
+__all__ = ["niche_composition", "niche_table", "niches", "write_niche_table"]
 
 ISOLATED = "isolated"
 _KMEANS_N_INIT = 4
@@ -299,7 +299,7 @@ def _table(
     return pd.concat([table, fracs], axis=1)
 
 
-def niche_table(data: AnnData | MuData, *, label_key: str = Keys.CELL_TYPE) -> pd.DataFrame:
+def niche_table(data: AnnData | MuData, *, label_key: str = Keys.CELL_TYPE, rows: slice | None = None) -> pd.DataFrame:
     """Return the stored niche composition as one row per cell.
 
     Parameters
@@ -308,6 +308,8 @@ def niche_table(data: AnnData | MuData, *, label_key: str = Keys.CELL_TYPE) -> p
         Container on which :func:`niche_composition` was run.
     label_key
         The ``label_key`` it was run with.
+    rows
+        Only these cells (a slice of the rows, e.g. to write a large table in chunks; default all).
 
     Returns
     -------
@@ -322,4 +324,22 @@ def niche_table(data: AnnData | MuData, *, label_key: str = Keys.CELL_TYPE) -> p
         )
         raise InputError(msg)
     frac, categories = stored
-    return _table(data.obs_names, data.obs[Keys.NICHE_TYPE].to_numpy(), data.obs[Keys.N_NEIGHBORS], frac, categories)
+    part = slice(None) if rows is None else rows
+    return _table(
+        data.obs_names[part],
+        data.obs[Keys.NICHE_TYPE].to_numpy()[part],
+        np.asarray(data.obs[Keys.N_NEIGHBORS])[part],
+        frac[part],
+        categories,
+    )
+
+
+def write_niche_table(
+    data: AnnData | MuData, path: Any, *, label_key: str = Keys.CELL_TYPE, chunk_rows: int = 100_000
+) -> None:
+    """Write :func:`niche_table` to a CSV file ``chunk_rows`` cells at a time (memory O(chunk), not O(cells))."""
+    n = data.n_obs
+    with open(path, "w", newline="") as handle:  # noqa: PTH123 - a handle shared by the chunks
+        for start in range(0, max(n, 1), chunk_rows):
+            part = niche_table(data, label_key=label_key, rows=slice(start, min(n, start + chunk_rows)))
+            part.to_csv(handle, index=False, header=start == 0)
