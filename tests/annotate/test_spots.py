@@ -84,3 +84,15 @@ def test_spot_composition_errors(spot_run) -> None:
         smo.annotate.spot_composition(m, data.protein[:, 2:], modality="protein", inplace=False)
     out = smo.annotate.spot_composition(m, data.protein, inplace=False)
     assert out.n_cells.sum() == m.uns["spot_composition"]["n_cells_in_spots"]
+
+
+def test_spot_composition_figure(spot_run) -> None:
+    from matplotlib.collections import PatchCollection
+
+    _, res = spot_run
+    ax = smo.pl.spot_composition(res)
+    pies = [c for c in ax.collections if isinstance(c, PatchCollection)]
+    assert len(pies) == 1
+    # one wedge per (spot, type present in the spot)
+    assert len(pies[0].get_paths()) == int((res.mdata.obsm[Keys.COMPOSITION].to_numpy() > 0).sum())
+    assert "spot_composition" in [s.name for s in smo.pl.figure_specs()]

@@ -4,7 +4,7 @@ from spatialmultiomics.pl._align import alignment_overlay
 from spatialmultiomics.pl._factors import factor_loadings, factor_maps, k_selection
 from spatialmultiomics.pl._nhood import colocalization
 from spatialmultiomics.pl._save import figure_specs, iter_figures, save_figures
-from spatialmultiomics.pl._spatial import niches, spatial_cell_types
+from spatialmultiomics.pl._spatial import niches, spatial_cell_types, spot_composition
 from spatialmultiomics.pl._utils import cell_type_colors
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "niches",
     "save_figures",
     "spatial_cell_types",
+    "spot_composition",
 ]

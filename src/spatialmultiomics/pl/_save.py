@@ -78,6 +78,14 @@ def figure_specs() -> list[FigureSpec]:
             pl.spatial_cell_types,
         ),
         FigureSpec(
+            "spot_composition",
+            "Spot composition",
+            "Each spot as a pie of the cell types of the single cells under it (typed with the joint factors), at "
+            "its position in µm; the spot's label in the other figures is its largest slice.",
+            lambda m: Keys.COMPOSITION in m.obsm and Keys.SPATIAL in m.obsm,
+            pl.spot_composition,
+        ),
+        FigureSpec(
             "factor_loadings",
             "Factor loadings",
             "Top genes and proteins of each joint-NMF factor (rows), scaled to each factor's largest loading; "

@@ -27,7 +27,7 @@ from spatialmultiomics.pl._utils import (
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["niches", "spatial_cell_types"]
+__all__ = ["niches", "spatial_cell_types", "spot_composition"]
 
 
 def _label_map(
@@ -190,3 +190,74 @@ def niches(
         colors = colors_for(names, {})
         title, legend = "Cellular neighbourhoods", f"{key} (cells)"
     return _label_map(mdata, key, colors, fov=fov, ax=ax, ncols=ncols, title=title, legend_title=legend)
+
+
+def spot_composition(data: Any, *, max_spots: int = 20000, ax: Axes | None = None) -> Axes:
+    """Each spot drawn as a pie of its cell-type composition at its position, in micrometres.
+
+    Reads ``obsm['cell_type_composition']`` (from :func:`smo.annotate.spot_composition`, run by the pipeline when
+    spots have single cells under them) and ``obsm['spatial']``; the pie's radius is the spot's (half the stored
+    spot diameter, 55 µm by default) and the colours are the cell-type colours of every other figure.
+
+    Parameters
+    ----------
+    data
+        MuData with the composition, or a :class:`~spatialmultiomics.PipelineResult`.
+    max_spots
+        Draw at most this many spots (a fixed subsample beyond).
+    ax
+        Axes to draw on; default a new figure.
+
+    Returns
+    -------
+    The Axes.
+    """
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Patch, Wedge
+
+    mdata = get_container(data)
+    require(
+        Keys.COMPOSITION in mdata.obsm,
+        f"obsm[{Keys.COMPOSITION!r}]",
+        "smo.annotate.spot_composition(mdata, cells) (the pipeline runs it for spots with single cells)",
+    )
+    comp = pd.DataFrame(mdata.obsm[Keys.COMPOSITION])
+    names = [str(c) for c in comp.columns]
+    palette = cell_type_colors(mdata) if Keys.CELL_TYPE in mdata.obs else {}
+    colors = colors_for(names, palette)
+    xy = coordinates(mdata)
+    idx, cut = subsample(np.flatnonzero(comp.to_numpy().sum(axis=1) > 0), max_spots)
+    info = mdata.uns.get("spot_composition", {})
+    radius = 0.5 * float(info.get("spot_diameter_um", 55.0)) if hasattr(info, "get") else 27.5
+    if ax is None:
+        ax = new_figure((7.5, 6.5)).add_subplot(111)
+    title = f"Spot composition ({idx.size} spots{', subsample' if cut else ''}; cells typed under each spot)"
+    shown = xy[idx] if idx.size else xy
+    setup_spatial_axes(ax, shown, title)
+    if shown.shape[0]:  # whole pies: the limits reach one radius beyond the outermost centres
+        lo, hi = shown.min(axis=0) - 1.1 * radius, shown.max(axis=0) + 1.1 * radius
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(hi[1], lo[1])
+    fractions = comp.to_numpy()[idx]
+    wedges, facecolors = [], []
+    for (x, y), row in zip(xy[idx], fractions, strict=True):
+        start = 90.0
+        for j in np.flatnonzero(row > 0):
+            sweep = 360.0 * float(row[j])
+            wedges.append(Wedge((x, y), radius, start, start + sweep))
+            facecolors.append(colors[names[j]])
+            start += sweep
+    ax.add_collection(PatchCollection(wedges, facecolors=facecolors, edgecolors="none"))
+    present = [n for n, c in zip(names, fractions.sum(axis=0) > 0, strict=True) if c]
+    handles = [Patch(facecolor=colors[n], label=n) for n in present]
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        fontsize=8,
+        title="cell type",
+        title_fontsize=9,
+        ncols=1 if len(handles) <= 22 else 2,
+    )
+    return ax
