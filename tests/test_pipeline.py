@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import spatialmultiomics as smo
 from spatialmultiomics import InputError, Keys
 from spatialmultiomics._demo import score_labels
 from spatialmultiomics._mudata import read_h5mu
+from spatialmultiomics._warnings import ConvergenceWarning
 
 
 @pytest.fixture
@@ -40,7 +42,8 @@ def test_seed_api_verbatim_writes_every_file(paper_tables, tmp_path: Path) -> No
     assert result.W_protein.shape == (10, 4)
     assert result.H_shared.shape == (4, n)
     assert set(truth) <= set(result.cell_types) <= {*truth, "Unknown"}
-    assert score_labels(truth, result.shared_labels.set_index("cell_id")["cell_type"])["accuracy"] >= 0.99
+    # measured over seeds 0-9: 0.985-1.000 (mean 0.995), the same with or without the HistoneH3 channel
+    assert score_labels(truth, result.shared_labels.set_index("cell_id")["cell_type"])["accuracy"] >= 0.98
     expected = {
         "shared_labels.csv",
         "co_localization.csv",
@@ -58,7 +61,8 @@ def test_seed_api_verbatim_writes_every_file(paper_tables, tmp_path: Path) -> No
     assert list(labels["cell_id"]) == list(truth.index)
     coloc = pd.read_csv(out / "co_localization.csv")
     assert list(coloc.columns[:2]) == ["cell_type_pair", "jones_scornecchi_score"]
-    assert len(coloc) == len(result.cell_types) ** 2
+    typed = [c for c in result.cell_types if c != "Unknown"]  # 'Unknown' is no call: not a co-localization pair
+    assert len(coloc) == len(typed) ** 2
     niche = pd.read_csv(out / "niche_composition.csv")
     assert list(niche.columns[:4]) == ["cell_id", "niche_type", "composition", "n_neighbors"]
     assert json.loads(niche["composition"].iloc[0]) is not None
@@ -139,3 +143,61 @@ def test_h5mu_input_holds_every_modality(tmp_path: Path) -> None:
     assert set(res.feature_loadings) == {"rna", "protein"}
     assert res.H_shared.shape == (4, 200)
     assert score_labels(truth, res.shared_labels.set_index("cell_id")["cell_type"])["accuracy"] >= 0.98
+
+
+def test_unknown_cells_stay_in_the_graph_but_form_no_colocalization_pair(caplog) -> None:
+    mdata = smo.datasets.paper_benchmark(seed=0)
+    markers = dict(mdata.uns["markers"])
+    del markers["T cells"]  # the 50 T cells get no call: 'Unknown'
+    with caplog.at_level("WARNING", logger="spatialmultiomics"):
+        res = smo.run_pipeline(mdata["rna"], mdata["protein"], n_factors=4, markers=markers)
+    labels = res.shared_labels["cell_type"]
+    assert (labels == "Unknown").sum() == 50
+    table = res.co_localization
+    assert len(table) == 9
+    assert "Unknown" not in set(table["cell_type_a"]) | set(table["cell_type_b"])
+    assert "NaN statistics" not in caplog.text
+    info = res.mdata.uns[Keys.nhood()]
+    assert info["params"]["exclude"] == ["Unknown"]
+    assert info["n_cells"].sum() == 150
+    # the reported pairs are those of the full table, whose null relabels every cell (Unknown ones included)
+    full = smo.spatial.colocalization(res.mdata, inplace=False)
+    keep = [full.categories.index(c) for c in info["categories"]]
+    pairs = np.ix_(keep, keep)
+    for name in ("count", "expected_exact", "variance", "zscore"):
+        np.testing.assert_allclose(info[name], getattr(full, name)[pairs], err_msg=name)
+
+
+def test_too_many_factors_is_caught_before_the_factorization_in_the_users_terms() -> None:
+    mdata = smo.datasets.paper_benchmark(seed=0)
+    # 10 protein channels, HistoneH3 is not factorized: at most 9 factors
+    with pytest.raises(InputError) as err:
+        smo.run_pipeline(protein_path=mdata["protein"], n_factors=10)
+    assert str(err.value) == (
+        "n_factors=10 (--n-factors) is more factors than the data allow: 200 cells and 9 features are factorized "
+        "(protein: 9), and the number of factors can be at most the smaller of the two; use n_factors <= 9 or 'auto'."
+    )
+    with warnings.catch_warnings():  # k = n_features converges slowly; only the bound matters here
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert smo.run_pipeline(protein_path=mdata["protein"], n_factors=9).H_shared.shape == (9, 200)
+    with pytest.raises(InputError, match=r"^n_factors=201 \(--n-factors\) .* 200 cells and 509 features .* <= 200 "):
+        smo.run_pipeline(mdata["rna"], mdata["protein"], n_factors=201)
+
+
+def test_dna_channels_stay_out_of_the_factors_unless_kept() -> None:
+    import anndata as ad
+
+    mdata = smo.datasets.paper_benchmark(seed=0)
+    prot = mdata["protein"]
+    rng = np.random.default_rng(0)
+    dapi = rng.gamma(20.0, 50.0, size=(prot.n_obs, 1)).astype(np.float32)  # bright in every nucleus
+    with_dapi = ad.AnnData(np.hstack([np.asarray(prot.X), dapi]), obs=prot.obs.copy())
+    with_dapi.var_names = [*prot.var_names, "DAPI"]
+    with_dapi.obsm[Keys.SPATIAL] = prot.obsm[Keys.SPATIAL]
+    markers = dict(mdata.uns["markers"])
+    default = smo.run_pipeline(mdata["rna"], with_dapi, n_factors=4, markers=markers)
+    kept = smo.run_pipeline(mdata["rna"], with_dapi, n_factors=4, markers=markers, exclude_channels=None)
+    assert np.all(default.W_protein[-1] == 0.0)
+    assert np.any(kept.W_protein[-1] > 0.0)
+    assert default.mdata.uns["pipeline"]["params"]["exclude_channels"] == "default"
+    assert kept.mdata.uns["pipeline"]["params"]["exclude_channels"] == "none"

@@ -6,7 +6,7 @@ The orchestrator only calls the public step functions; each step can be run alon
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,9 @@ class PipelineResult:
         One row per ordered pair of types: ``cell_type_pair, jones_scornecchi_score, cell_type_a, cell_type_b,
         observed, expected, z_score, p_value, q_value, ...``.
     niche_composition
-        One row per cell: ``cell_id, niche_type, composition, n_neighbors, frac_<type> ...``.
+        One row per cell: ``cell_id, niche_type, composition, n_neighbors, frac_<type> ...``; built from ``mdata``
+        on each access (:func:`smo.spatial.niche_table`: at a million cells the table is ~2 GiB while it is
+        built, so it is not kept; the result folder's CSV is written in chunks).
     W_transcript, W_protein
         Feature loadings of the RNA and protein blocks, shapes (n_genes, k) and (n_proteins, k); ``None`` for a
         modality that was not given.
@@ -66,7 +68,6 @@ class PipelineResult:
     cell_types: list[str]
     shared_labels: pd.DataFrame
     co_localization: pd.DataFrame
-    niche_composition: pd.DataFrame
     W_transcript: np.ndarray | None
     W_protein: np.ndarray | None
     H_shared: np.ndarray
@@ -76,6 +77,13 @@ class PipelineResult:
     mdata: MuData = field(repr=False)
     output_dir: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def niche_composition(self) -> pd.DataFrame:
+        """Neighbourhood composition, one row per cell (see the class notes); built on each access."""
+        from spatialmultiomics.spatial import niche_table
+
+        return niche_table(self.mdata, label_key=Keys.CELL_TYPE)
 
 
 def _load(
@@ -211,6 +219,7 @@ def run_pipeline(
     align: str = "auto",
     match_radius: float = 5.0,
     unmatched: str = "impute",
+    allow_reflection: bool = False,
     annotation_method: str = "auto",
     expected: str = "exact",
     solver: str = "hals",
@@ -219,6 +228,7 @@ def run_pipeline(
     n_top_genes: int = 2000,
     rna_normalization: str = "library",
     protein_transform: str = "arcsinh",
+    exclude_channels: Sequence[str] | str | None = "default",
     overwrite: bool = False,
     progress: bool = False,
     figures: bool = True,
@@ -262,6 +272,9 @@ def run_pipeline(
     unmatched
         ``'impute'`` (a cell without a partner gets the mean partner profile of the matched cells most alike in the
         reference modality; see :func:`smo.align.align`) or ``'drop'``.
+    allow_reflection
+        Let the automatic registration also try the mirror image of a section (mounted face down); see
+        :func:`smo.align.register`.
     annotation_method
         ``'auto'`` (default) or ``'paper'`` (the seed's top-10 / top-5 rule); see :func:`smo.annotate.annotate`.
     expected
@@ -271,6 +284,10 @@ def run_pipeline(
         Passed to :func:`smo.factorize.joint_nmf`.
     n_top_genes, rna_normalization, protein_transform
         Passed to :func:`smo.pp.preprocess`.
+    exclude_channels
+        Channels of intensity modalities kept out of the factorization: ``'default'`` (DNA / nuclear stains,
+        background, empty and mass channels: :data:`smo.pp.NON_MARKER_CHANNELS`), ``None`` (keep every channel)
+        or a list of case-insensitive name patterns; see :func:`smo.pp.preprocess`.
     overwrite
         Replace a non-empty ``output_dir``.
     progress
@@ -297,6 +314,7 @@ def run_pipeline(
     from spatialmultiomics import annotate, factorize, io, pp, spatial
     from spatialmultiomics.align import align as align_modalities
     from spatialmultiomics.align._align import ROUTES
+    from spatialmultiomics.annotate._score import UNKNOWN
 
     n_factors = _check_n_factors(n_factors)
     align = check_option(align, ROUTES, name="align")
@@ -341,11 +359,24 @@ def run_pipeline(
         t = time.perf_counter()
         mods = _collect_modalities(transcript_path, protein_path, canon_tx, canon_prot, extra_modalities, pixel_size_um)
         t = done("read", t)
-        mdata = align_modalities(mods, route=align, match_radius=match_radius, unmatched=unmatched, seed=seed)
+        mdata = align_modalities(
+            mods,
+            route=align,
+            match_radius=match_radius,
+            unmatched=unmatched,
+            allow_reflection=allow_reflection,
+            seed=seed,
+        )
         t = done("align", t)
         pp.preprocess(
-            mdata, n_top_genes=n_top_genes, rna_normalization=rna_normalization, protein_transform=protein_transform
+            mdata,
+            n_top_genes=n_top_genes,
+            rna_normalization=rna_normalization,
+            protein_transform=protein_transform,
+            exclude_channels=pp.NON_MARKER_CHANNELS if exclude_channels == "default" else exclude_channels,
         )
+        if n_factors != "auto":  # before the factorization, in the user's terms (not JointNMF's n_components)
+            _check_k_fits(n_factors, mdata)
         t = done("preprocess", t)
         # BLAS threads cost more than they give on small products and stall badly on a busy machine
         # (measured 7x slower with 2 threads on 5,000 cells under load); large problems keep the default.
@@ -377,7 +408,8 @@ def run_pipeline(
         t = done("annotate", t)
         spatial.spatial_neighbors(mdata, method="radius", radius=radius)
         spatial.niche_composition(mdata, label_key=Keys.CELL_TYPE)
-        spatial.colocalization(mdata, label_key=Keys.CELL_TYPE, expected=expected, seed=seed)
+        # 'Unknown' is no call, not a cell type: its cells stay in the graph and the null, its pairs are not reported
+        spatial.colocalization(mdata, label_key=Keys.CELL_TYPE, expected=expected, seed=seed, exclude=(UNKNOWN,))
         t = done("spatial", t)
 
         W = np.asarray(mdata.obsm[Keys.NMF])
@@ -388,7 +420,6 @@ def run_pipeline(
             cell_types=[str(c) for c in mdata.obs[Keys.CELL_TYPE].cat.categories],
             shared_labels=_shared_labels(mdata),
             co_localization=spatial.colocalization_table(mdata, label_key=Keys.CELL_TYPE),
-            niche_composition=spatial.niche_table(mdata, label_key=Keys.CELL_TYPE),
             W_transcript=loadings.get(Keys.RNA),
             W_protein=loadings.get(Keys.PROTEIN),
             H_shared=np.ascontiguousarray(W.T),
@@ -410,6 +441,7 @@ def run_pipeline(
                 "align_route": str(mdata.uns.get("alignment", {}).get("route", align)),
                 "match_radius_um": match_radius,
                 "unmatched": unmatched,
+                "allow_reflection": bool(allow_reflection),
                 "annotation_method": annotation_method,
                 "expected": expected,
                 "solver": solver,
@@ -417,6 +449,13 @@ def run_pipeline(
                 "n_top_genes": n_top_genes,
                 "rna_normalization": rna_normalization,
                 "protein_transform": protein_transform,
+                "exclude_channels": (
+                    "none"
+                    if exclude_channels is None
+                    else exclude_channels
+                    if isinstance(exclude_channels, str)
+                    else [str(c) for c in exclude_channels]
+                ),
                 "markers": markers_given,
             },
             "versions": _versions(),
@@ -449,6 +488,22 @@ def _check_n_factors(n_factors: Any) -> int | str:
     except InputError:
         msg = f"n_factors must be 'auto' or an integer >= 1, got {n_factors!r}."
         raise InputError(msg) from None
+
+
+def _check_k_fits(n_factors: int, mdata: MuData) -> None:
+    """Raise unless k <= min(cells, features factorized), the bound of the factorization, naming ``n_factors``."""
+    from spatialmultiomics.factorize._api import _n_features_used
+
+    per_mod = _n_features_used(mdata)
+    n_cells, n_features = mdata.n_obs, sum(per_mod.values())
+    if n_factors > min(n_cells, n_features):
+        parts = ", ".join(f"{name}: {n}" for name, n in per_mod.items())
+        msg = (
+            f"n_factors={n_factors} (--n-factors) is more factors than the data allow: {n_cells} cells and "
+            f"{n_features} features are factorized ({parts}), and the number of factors can be at most the smaller "
+            f"of the two; use n_factors <= {min(n_cells, n_features)} or 'auto'."
+        )
+        raise InputError(msg)
 
 
 def _versions() -> dict[str, str]:

@@ -178,8 +178,9 @@ ARG_CASES = [
     (
         "more factors than cells and features allow",
         ["--n-factors", "600"],
-        "n_components=600 asks for more factors than features allow: the data has 200 cells and 510 features in "
-        "total, so use n_components <= 200.",
+        "n_factors=600 (--n-factors) is more factors than the data allow: 200 cells and 509 features are "
+        "factorized (rna: 500, protein: 9), and the number of factors can be at most the smaller of the two; use "
+        "n_factors <= 200 or 'auto'.",
     ),
     (
         "unknown platform",

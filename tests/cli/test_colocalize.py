@@ -165,6 +165,8 @@ def test_colocalize_reads_parquet_tsv_and_h5ad(tmp_path: Path, capsys, suffix: s
         (["--fov-key", "slide"], "missing fov_key='slide'"),
         (["--n-niches", "0"], "--n-niches must be an integer >= 1"),
         (["--pixel-size-um", "0"], "pixel_size_um must be a finite number > 0"),
+        # a float column is a measurement, not a label
+        (["--label-key", "X_px"], "label_key='X_px' (dtype float64) has 60 distinct values, not all whole numbers"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path: Path, capsys, change: list[str], message: str) -> None:
@@ -244,3 +246,25 @@ def test_single_fov_knn_with_permutations(tmp_path: Path, capsys) -> None:
     result = ad.read_h5ad(tmp_path / "out" / "result.h5ad")
     assert result.uns["phenotype_nhood_enrichment"]["directed"]
     assert (result.obsp["spatial_connectivities"].getnnz(axis=1) == 5).all()
+
+
+def test_exclude_leaves_a_label_out_of_the_pairs_but_not_out_of_the_graph(tmp_path: Path, capsys) -> None:
+    frame = _cells(n=300, seed=4)
+    frame.loc[frame.index % 5 == 0, "phenotype"] = "Unknown"
+    frame.to_csv(tmp_path / "cells.csv", index=False)
+    code, _, err = _call(
+        [str(tmp_path / "cells.csv"), *_ARGS, "--exclude", "Unknown", "-q", "--output", str(tmp_path / "out")], capsys
+    )
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "out" / "co_localization.csv")
+    assert len(table) == 9
+    assert "Unknown" not in set(table["cell_type_a"]) | set(table["cell_type_b"])
+    result = ad.read_h5ad(tmp_path / "out" / "result.h5ad")
+    full = spatial.colocalization(result, label_key="phenotype", sample_key="fov", inplace=False)
+    keep = [full.categories.index(c) for c in ["T cell", "macrophage", "tumour"]]
+    expected = full.zscore[np.ix_(keep, keep)].ravel()
+    got = table.set_index("cell_type_pair").loc[[f"{a}|{b}" for a in ["T cell", "macrophage", "tumour"] for b in
+                                                  ["T cell", "macrophage", "tumour"]], "z_score"]  # fmt: skip
+    np.testing.assert_allclose(got.to_numpy(), expected, rtol=1e-9)
+    niche = pd.read_csv(tmp_path / "out" / "niche_composition.csv")
+    assert "frac_Unknown" in niche.columns  # Unknown cells still occupy space around the others

@@ -564,3 +564,97 @@ def test_known_symmetric_shortcut_equals_the_checked_path_and_detects_changes(tm
     # a knn graph is never taken as symmetric
     spatial_neighbors(adata, method="knn", n_neighbors=4)
     assert not _known_symmetric(adata, "spatial_connectivities", adata.obsp["spatial_connectivities"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# excluded labels ("Unknown"): in the graph and the null, not reported
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _with_unknown_region(n: int = 64, seed: int = 21) -> tuple[ad.AnnData, np.ndarray]:
+    """Cells on 100 x 100 µm; the left third is 'Unknown' (a region without calls), the rest T / B / tumour."""
+    rng = np.random.default_rng(seed)
+    coords = rng.random((n, 2)) * 100
+    codes = np.where(coords[:, 0] < 33, 3, rng.choice(3, n, p=[0.4, 0.35, 0.25]))
+    cats = ["T", "B", "tumour", "Unknown"]
+    obs = pd.DataFrame({"cell_type": pd.Categorical.from_codes(codes, cats)}, index=[f"c{i}" for i in range(n)])
+    adata = ad.AnnData(obs=obs)
+    adata.obsm["spatial"] = coords
+    return adata, codes.astype(np.int64)
+
+
+def test_excluded_label_stays_in_the_null_and_moments_match_monte_carlo():
+    adata, codes = _with_unknown_region()
+    spatial_neighbors(adata, radius=22.0)
+    graph = adata.obsp["spatial_connectivities"].astype(np.float64)
+    res = colocalization(adata, exclude=("Unknown",), inplace=False)
+    full = colocalization(adata, inplace=False)
+    assert res.categories == ["T", "B", "tumour"]
+    assert res.params["exclude"] == ["Unknown"]
+    np.testing.assert_array_equal(res.count, full.count[:3, :3])
+    np.testing.assert_array_equal(res.n_cells, full.n_cells[:3])
+
+    # Monte-Carlo: relabel ALL cells, Unknown ones included; the reported pairs' moments must be exact
+    n_perms = 20_000
+    mc = _mc_counts(graph, codes, np.zeros(codes.size, dtype=np.int64), 4, n_perms, seed=0)[:, :3, :3]
+    mc_mean, mc_var = mc.mean(axis=0), mc.var(axis=0, ddof=1)
+    se_mean = np.sqrt(mc_var / n_perms)
+    se_var = np.sqrt(np.maximum(((mc - mc_mean) ** 4).mean(axis=0) - mc_var**2, 0) / n_perms)
+    assert np.all(np.abs(mc_mean - res.expected_exact) <= 5 * se_mean)
+    assert np.all(np.abs(mc_var - res.variance) <= 5 * se_var)
+    np.testing.assert_allclose(res.zscore, (res.count - mc_mean) / np.sqrt(mc_var), atol=0.1)
+    # the seed's n_a n_b / n counts every cell of the graph, the unreported ones too
+    np.testing.assert_allclose(res.expected_paper, np.outer(res.n_cells, res.n_cells) / codes.size)
+
+    # dropping the Unknown cells instead (a missing label) changes the graph and the null: the Monte-Carlo
+    # expectation of the full relabelling is then missed by far
+    adata.obs["dropped"] = adata.obs["cell_type"].cat.remove_categories("Unknown")
+    dropped = colocalization(adata, label_key="dropped", inplace=False)
+    order = [dropped.categories.index(c) for c in res.categories]
+    dropped_mean = dropped.expected_exact[np.ix_(order, order)]
+    assert np.max(np.abs(dropped_mean - mc_mean) / se_mean) > 20
+
+    # q-values: BH over the 6 reported unordered pairs only
+    iu = np.triu_indices(3)
+    np.testing.assert_allclose(res.qvalue[iu], _bh_reference(res.pvalue[iu]))
+
+
+def test_exclude_by_sample_permutations_table_and_no_degenerate_warning(tmp_path, caplog):
+    adata, _ = _with_unknown_region(n=300, seed=22)
+    labels = adata.obs["cell_type"].astype(str).to_numpy()
+    labels[np.flatnonzero(labels == "Unknown")[1:]] = "T"  # a single Unknown cell: degenerate if reported
+    adata.obs["cell_type"] = pd.Categorical(labels, categories=["T", "B", "tumour", "Unknown"])
+    adata.obs["patient"] = np.where(adata.obsm["spatial"][:, 1] < 50, "p1", "p2")
+    spatial_neighbors(adata, radius=20.0, fov_key="patient")
+    with caplog.at_level("WARNING", logger="spatialmultiomics"):
+        colocalization(adata, fov_key=None, sample_key="patient", inplace=False)
+    assert "fewer than 2 cells get NaN statistics: ['Unknown']" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="spatialmultiomics"):
+        res = colocalization(adata, fov_key=None, sample_key="patient", exclude="Unknown", n_perms=200, seed=1,
+                             inplace=False)  # fmt: skip
+    assert "NaN statistics" not in caplog.text
+    full = colocalization(adata, fov_key=None, sample_key="patient", n_perms=200, seed=1, inplace=False)
+    for r, f in zip([res, *res.by_sample.values()], [full, *full.by_sample.values()], strict=True):
+        assert r.categories == ["T", "B", "tumour"]
+        for attr in ("count", "expected_exact", "variance", "zscore", "perm_zscore", "perm_pvalue"):
+            np.testing.assert_array_equal(getattr(r, attr), getattr(f, attr)[:3, :3], err_msg=attr)
+        assert not r.degenerate.any()
+    colocalization(adata, fov_key=None, sample_key="patient", exclude=["Unknown", "not a label"])
+    table = colocalization_table(adata)
+    assert len(table) == 9 and "Unknown" not in set(table["cell_type_a"]) | set(table["cell_type_b"])
+    by = colocalization_table(adata, by_sample=True)
+    assert len(by) == 27
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    pd.testing.assert_frame_equal(colocalization_table(back), table)
+    assert list(back.uns["cell_type_nhood_enrichment"]["params"]["exclude"]) == ["Unknown", "not a label"]
+
+
+def test_exclude_errors():
+    adata, _ = _with_unknown_region()
+    spatial_neighbors(adata, radius=22.0)
+    with pytest.raises(InputError, match=r"exclude=\['T', 'B', 'tumour', 'Unknown'\] leaves no category"):
+        colocalization(adata, exclude=["T", "B", "tumour", "Unknown"])
+    with pytest.raises(InputError, match="exclude must be None, a label or a list of labels"):
+        colocalization(adata, exclude=[3])

@@ -52,6 +52,13 @@ __all__ = ["colocalize"]
     show_default=True,
     help="Score's expectation: exact random-relabelling mean (0 = random mixing) or the seed's n_A*n_B/n.",
 )
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="LABEL",
+    help="A label that is not a cell type (e.g. Unknown, Other); repeatable. Its cells stay in the graph and the "
+    "null model, its pairs are not reported.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of permutations and k-means.")
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Result folder (created atomically)."
@@ -71,6 +78,7 @@ def colocalize(
     n_niches,
     n_perms,
     expected,
+    exclude,
     seed,
     output,
     overwrite,
@@ -80,7 +88,9 @@ def colocalize(
     """Co-localization, niche composition and neighbourhoods of already-labelled cells.
 
     TABLE is a CSV / TSV (also .gz) / parquet file with one row per cell (x, y, label and optionally a FOV
-    column), or an .h5ad file with the labels in obs.
+    column), or an .h5ad file with the labels in obs. The label column holds text / categories or integer
+    cluster codes (at most 200 distinct values, and at most half the rows); a column of measurements (floats,
+    or integers with many distinct values) is refused.
 
     \b
     Writes to --output:
@@ -104,7 +114,13 @@ def colocalize(
     adata = io.read_labelled_table(table, label_key=label_key, x=x, y=y, fov_key=fov_key, pixel_size_um=pixel_size_um)
     spatial.spatial_neighbors(adata, method=method, radius=radius, n_neighbors=n_neighbors, fov_key=Keys.FOV)
     spatial.colocalization(
-        adata, label_key=label_key, expected=expected, n_perms=n_perms, seed=seed, sample_key=Keys.FOV
+        adata,
+        label_key=label_key,
+        expected=expected,
+        n_perms=n_perms,
+        seed=seed,
+        sample_key=Keys.FOV,
+        exclude=list(exclude) or None,
     )
     spatial.niche_composition(adata, label_key=label_key)
     spatial.niches(adata, n_niches=n_niches, label_key=label_key, seed=seed)

@@ -239,6 +239,17 @@ def cli() -> None:
 @click.option(
     "--match-radius", type=float, default=5.0, show_default=True, help="Largest distance (µm) of a cell match."
 )
+@click.option(
+    "--allow-reflection",
+    is_flag=True,
+    help="Registration may also mirror a section (mounted face down); it refuses when both fit equally well.",
+)
+@click.option(
+    "--keep-all-channels",
+    is_flag=True,
+    help="Factorize every protein channel; by default DNA / nuclear stains, background, empty and mass channels "
+    "(DAPI, Hoechst, DNA1, Ir191, HH3, Background, Au ...) are kept in the data but out of the factors.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty result folder.")
 @click.option(
     "--no-figures", is_flag=True, help="Skip figures/ (faster on millions of cells); report.html is still written."
@@ -261,6 +272,8 @@ def run(
     solver,
     align_route,
     match_radius,
+    allow_reflection,
+    keep_all_channels,
     overwrite,
     no_figures,
     quiet,
@@ -296,6 +309,8 @@ def run(
         solver=solver,
         align=align_route,
         match_radius=match_radius,
+        allow_reflection=allow_reflection,
+        exclude_channels=None if keep_all_channels else "default",
         overwrite=overwrite,
         progress=not quiet,
         figures=not no_figures,

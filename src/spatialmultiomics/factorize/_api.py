@@ -87,16 +87,14 @@ def _check_modalities(mdata: MuData, modalities: Sequence[str] | str | None) -> 
     return mods
 
 
-def _select(adata: AnnData, name: str, layer: str | None, use_highly_variable: bool) -> tuple[Any, np.ndarray | None]:
-    """Return the matrix of one modality (restricted to its highly variable features) and the feature mask."""
-    use_layer = layer is not None and layer in adata.layers
-    X = adata.layers[layer] if use_layer else adata.X
-    logger.debug("joint_nmf: modality %r uses %s", name, f"layers[{layer!r}]" if use_layer else "X")
-    if X is None:
-        msg = f"modality {name!r} has no matrix: adata.X is None and layer {layer!r} is absent."
-        raise InputError(msg)
+def _feature_mask(adata: AnnData, name: str, use_highly_variable: bool) -> np.ndarray | None:
+    """The features of one modality that the factorization uses: ``var['highly_variable']``, or None for all.
+
+    ``smo.pp.preprocess`` writes that column for every modality: the highly variable genes of a count modality,
+    and for an intensity modality every channel except the nuclear / background ones it leaves out.
+    """
     if not (use_highly_variable and Keys.HVG in adata.var.columns):
-        return X, None
+        return None
     col = adata.var[Keys.HVG]
     if col.isna().any():
         msg = f"modality {name!r}: var[{Keys.HVG!r}] has missing values; it must be boolean."
@@ -108,7 +106,30 @@ def _select(adata: AnnData, name: str, layer: str | None, use_highly_variable: b
             "select some features or pass use_highly_variable=False."
         )
         raise InputError(msg)
-    if mask.all():
+    return None if mask.all() else mask
+
+
+def _n_features_used(
+    mdata: MuData, modalities: Sequence[str] | None = None, *, use_highly_variable: bool = True
+) -> dict[str, int]:
+    """Modality name -> number of features :func:`joint_nmf` factorizes (the columns of its joint matrix)."""
+    out = {}
+    for name in _check_modalities(mdata, modalities):
+        mask = _feature_mask(mdata.mod[name], name, use_highly_variable)
+        out[name] = mdata.mod[name].n_vars if mask is None else int(mask.sum())
+    return out
+
+
+def _select(adata: AnnData, name: str, layer: str | None, use_highly_variable: bool) -> tuple[Any, np.ndarray | None]:
+    """Return the matrix of one modality (restricted to its highly variable features) and the feature mask."""
+    use_layer = layer is not None and layer in adata.layers
+    X = adata.layers[layer] if use_layer else adata.X
+    logger.debug("joint_nmf: modality %r uses %s", name, f"layers[{layer!r}]" if use_layer else "X")
+    if X is None:
+        msg = f"modality {name!r} has no matrix: adata.X is None and layer {layer!r} is absent."
+        raise InputError(msg)
+    mask = _feature_mask(adata, name, use_highly_variable)
+    if mask is None:
         return X, None
     idx = np.flatnonzero(mask)
     return (X[:, idx] if sp.issparse(X) or hasattr(X, "dask") else np.asarray(X)[:, idx]), mask
@@ -157,7 +178,9 @@ def joint_nmf(
     """Factorize the modalities of a MuData jointly into shared factors (joint NMF).
 
     For each modality the matrix ``adata.layers[layer]`` is used when that layer exists, else ``adata.X``,
-    restricted to ``adata.var['highly_variable']`` when that column exists and ``use_highly_variable`` is set.
+    restricted to ``adata.var['highly_variable']`` when that column exists and ``use_highly_variable`` is set
+    (:func:`smo.pp.preprocess` writes it: highly variable genes, and every protein channel but the nuclear and
+    background ones).
     The blocks are weighted and factorized by :class:`~spatialmultiomics.factorize.JointNMF` as
     ``X_b ~ W @ H_b`` with cell loadings ``W`` shared by all modalities.
 
@@ -172,7 +195,8 @@ def joint_nmf(
     layer
         Layer holding the values to factorize (non-negative); modalities without it use ``adata.X``.
     use_highly_variable
-        Restrict each modality to ``var['highly_variable']`` when that column exists.
+        Restrict each modality to ``var['highly_variable']`` when that column exists (features outside it get
+        zero loadings); False uses every feature, e.g. the DNA channels of a protein panel.
     solver
         ``'hals'`` (coordinate descent), ``'mu'`` (multiplicative updates) or ``'minibatch'`` (online HALS over
         batches of ``batch_size`` cells, for millions of cells); see :class:`~spatialmultiomics.factorize.JointNMF`.

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["read_labelled_table"]
 
 SINGLE_FOV = "all"  # obs['fov'] value when the input has no FOV column
+MAX_INTEGER_LABELS = 200  # most distinct integer codes (or labels of any kind, if also > half the rows)
+MIN_INTEGER_LIMIT = 20  # tiny tables may have up to this many distinct integer codes whatever their size
 
 
 def _columns_text(columns: list[str]) -> str:
@@ -49,14 +51,73 @@ def _pick(
     return found
 
 
-def _labels(values: pd.Series) -> pd.Categorical:
-    """Labels as a categorical of strings; missing values stay missing."""
-    import pandas as pd
+def _labels(values: pd.Series, label_key: str, where: str) -> pd.Categorical:
+    """Labels as a categorical of strings; missing values stay missing.
 
-    if isinstance(values.dtype, pd.CategoricalDtype):  # keep the user's category order
+    Allowed: categories, text, booleans, and integer codes (also integer-valued floats, as a CSV reader gives an
+    integer column with gaps, and text that is all numbers) with few distinct values; a float column or an integer
+    column with more distinct values than :func:`_max_integer_labels` allows is a measurement or an id, not a
+    label, and raises.
+    """
+    import pandas as pd
+    from pandas.api.types import (
+        is_bool_dtype,
+        is_float_dtype,
+        is_numeric_dtype,
+        is_object_dtype,
+        is_string_dtype,
+    )
+
+    dtype = values.dtype
+    if is_object_dtype(dtype) or is_string_dtype(dtype):  # text that is all numbers: numeric codes
+        text = values.where(values.astype(str).str.strip() != "")
+        numbers = pd.to_numeric(text, errors="coerce")
+        if text.notna().any() and numbers.notna().sum() == text.notna().sum():
+            values, dtype = numbers, numbers.dtype
+    present = values.dropna()
+    n_rows, n_distinct = len(values), int(present.nunique())
+    if isinstance(dtype, pd.CategoricalDtype):  # keep the user's category order
         used = values.cat.remove_unused_categories()
-        return pd.Categorical.from_codes(used.cat.codes.to_numpy(), categories=[str(c) for c in used.cat.categories])
-    return pd.Categorical(values.astype(str).where(values.notna()))
+        labels = pd.Categorical.from_codes(used.cat.codes.to_numpy(), categories=[str(c) for c in used.cat.categories])
+    elif is_numeric_dtype(dtype) and not is_bool_dtype(dtype):
+        numbers = present.to_numpy(dtype=np.float64)
+        integral = bool(np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers)))
+        if is_float_dtype(dtype) and not integral:
+            example = next(v for v in numbers if not (np.isfinite(v) and v == round(v)))
+            msg = (
+                f"{where}: label_key={label_key!r} (dtype {dtype}) has {n_distinct} distinct values, not all "
+                f"whole numbers (e.g. {example:g}); a label column must hold text or categories, or integer codes "
+                "with few distinct values (a cell type or cluster id per cell), not measurements."
+            )
+            raise InputError(msg)
+        limit = _max_integer_labels(n_rows)
+        if n_distinct > limit:
+            msg = (
+                f"{where}: label_key={label_key!r} (dtype {dtype}) has {n_distinct} distinct values in "
+                f"{n_rows} rows; an integer label column must hold codes (cell type or cluster ids) with at most "
+                f"{limit} distinct values for {n_rows} rows, not a measurement or an id per cell."
+            )
+            raise InputError(msg)
+        codes = np.unique(numbers.astype(np.int64))
+        text = np.full(n_rows, None, dtype=object)
+        text[values.notna().to_numpy()] = [str(v) for v in numbers.astype(np.int64)]
+        labels = pd.Categorical(text, categories=[str(c) for c in codes])  # numeric order: 2 before 10
+    else:
+        labels = pd.Categorical(values.astype(str).where(values.notna()))
+    if len(labels.categories) > MAX_INTEGER_LABELS and len(labels.categories) > n_rows / 2:
+        msg = (
+            f"{where}: label_key={label_key!r} (dtype {dtype}) has {len(labels.categories)} distinct values in "
+            f"{n_rows} rows; a label column must have labels shared by many cells (at most "
+            f"{MAX_INTEGER_LABELS} distinct values, or at most half the rows), not an id per cell."
+        )
+        raise InputError(msg)
+    return labels
+
+
+def _max_integer_labels(n_rows: int) -> int:
+    """Most distinct integer codes a label column of ``n_rows`` rows may have: 200, or half the rows if fewer
+    (but never below 20, so a tiny table with a few clusters is accepted)."""
+    return min(MAX_INTEGER_LABELS, max(MIN_INTEGER_LIMIT, n_rows // 2))
 
 
 def read_labelled_table(
@@ -76,7 +137,11 @@ def read_labelled_table(
         CSV / TSV (also ``.gz``) or parquet file with one row per cell, or an ``.h5ad`` file (labels in ``obs``,
         coordinates in ``obsm['spatial']`` or in ``obs`` columns).
     label_key
-        Column with the cell type (or any label) of each cell; missing values leave a cell unlabelled.
+        Column with the cell type (or any label) of each cell; missing values leave a cell unlabelled. Text,
+        categorical and boolean columns are taken as they are; integer columns (also integer-valued floats, as
+        a CSV column of integers with gaps is read) are taken as codes when they have at most 200 distinct
+        values and at most half as many as rows (at least 20 allowed); a float column with fractional values is
+        refused, being a measurement rather than a label.
     x, y
         Coordinate columns; default: the first of ``x``, ``x_centroid``, ``CentroidX``, ``center_x``, ... (and the
         same for y), case-insensitive. For ``.h5ad`` the default is ``obsm['spatial']``.
@@ -98,7 +163,8 @@ def read_labelled_table(
     ------
     InputError
         Missing file, empty file, missing columns (the message lists the columns that exist), non-numeric or
-        missing coordinates.
+        missing coordinates, a label column that is not a label (fractional floats, too many distinct integer
+        codes, or one distinct value per cell of any type).
     """
     import anndata as ad
     import pandas as pd
@@ -175,7 +241,7 @@ def read_labelled_table(
         msg = f"{path}: duplicate cell ids (e.g. {dup!r}); ids must be unique."
         raise InputError(msg)
 
-    labels = _labels(frame[label_key])
+    labels = _labels(frame[label_key], label_key, str(path))
     n_unlabelled = int(pd.isna(labels).sum())
     if n_unlabelled == len(frame):
         msg = f"{path}: column {label_key!r} has no value in any row; nothing to analyse."

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
+from spatialmultiomics.pp._channels import NON_MARKER_CHANNELS, check_exclude_channels, non_marker_channels
 from spatialmultiomics.pp._hvg import highly_variable_genes
 from spatialmultiomics.pp._normalize import normalize_counts, scale_intensities
 
@@ -35,15 +37,43 @@ def preprocess(
     cofactor: float = 5.0,
     low_percentile: float = 1.0,
     high_percentile: float = 99.0,
+    exclude_channels: Sequence[str] | None = NON_MARKER_CHANNELS,
 ) -> None:
     """Normalise each modality on its own and select features; results go to ``layers['preprocessed']``.
 
     Count modalities (``rna``): library-size normalisation then log1p (or log1p only), then the top
     ``n_top_genes`` highly variable genes in ``var['highly_variable']``. Intensity modalities (``protein`` and
-    any other): transform and per-channel robust scaling (:func:`scale_intensities`), every channel kept. The
-    balancing of modalities against each other happens in the factorization (``modality_weights``).
-    Parameters used are stored in ``mdata.uns['preprocess']``.
+    any other): transform and per-channel robust scaling (:func:`scale_intensities`) of every channel; the
+    channels that carry no cell-type information (DNA / nuclear stains such as DAPI, Hoechst, DNA1, Ir191 or
+    histone H3, and background / empty / blank channels; see ``exclude_channels``) are flagged False in
+    ``var['highly_variable']``, so :func:`smo.factorize.joint_nmf` leaves them out (zero loadings) while they
+    stay in ``X`` and in the layer. The balancing of modalities against each other happens in the factorization
+    (``modality_weights``). Parameters used, and the channels left out per modality, are stored in
+    ``mdata.uns['preprocess']`` (``'excluded_channels'``).
+
+    Parameters
+    ----------
+    mdata
+        MuData with raw counts / intensities in each modality's ``X``.
+    rna_normalization, target_sum
+        See :func:`normalize_counts`.
+    n_top_genes
+        Highly variable genes kept per count modality (all when fewer).
+    protein_transform, cofactor, low_percentile, high_percentile
+        See :func:`scale_intensities`.
+    exclude_channels
+        Channels of intensity modalities left out of the factorization: case-insensitive channel names or
+        regular expressions matched against the whole name. Default
+        :data:`~spatialmultiomics.pp.NON_MARKER_CHANNELS`; None (or an empty list) uses every channel; a list
+        of your own replaces the default (add to it with ``[*smo.pp.NON_MARKER_CHANNELS, "CD45RO"]``).
+
+    Raises
+    ------
+    InputError
+        When ``exclude_channels`` would leave an intensity modality with no channel.
     """
+    patterns = check_exclude_channels(exclude_channels)
+    excluded: dict[str, list[str]] = {}
     params: dict[str, Any] = {
         "rna_normalization": rna_normalization,
         "target_sum": target_sum,
@@ -52,7 +82,19 @@ def preprocess(
         "cofactor": cofactor,
         "low_percentile": low_percentile,
         "high_percentile": high_percentile,
+        "exclude_channels": "smo.pp.NON_MARKER_CHANNELS" if patterns == NON_MARKER_CHANNELS else list(patterns),
     }
+    drops = {}  # intensity modality -> channels left out of the factorization; checked before anything changes
+    for name, adata in mdata.mod.items():
+        if modality_kind(mdata, name) == "counts":
+            continue
+        drops[name] = non_marker_channels(adata.var_names, patterns=patterns)
+        if drops[name].all():
+            msg = (
+                f"modality {name!r}: every channel ({list(adata.var_names[:10])}) matches exclude_channels "
+                "(DNA / nuclear or background channels); pass exclude_channels=None to factorize them anyway."
+            )
+            raise InputError(msg)
     for name, adata in mdata.mod.items():
         if modality_kind(mdata, name) == "counts":
             normalize_counts(adata, method=rna_normalization, target_sum=target_sum)
@@ -68,5 +110,15 @@ def preprocess(
                 low_percentile=low_percentile,
                 high_percentile=high_percentile,
             )
-            logger.info("%s: %d channels transformed and scaled", name, adata.n_vars)
+            drop = drops[name]
+            adata.var[Keys.HVG] = ~drop
+            excluded[name] = [str(v) for v in adata.var_names[drop]]
+            logger.info(
+                "%s: %d channels transformed and scaled, %d used for the factorization%s",
+                name,
+                adata.n_vars,
+                int((~drop).sum()),
+                f" (left out: {excluded[name]})" if drop.any() else "",
+            )
+    params["excluded_channels"] = excluded
     mdata.uns["preprocess"] = params

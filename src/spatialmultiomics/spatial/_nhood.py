@@ -40,6 +40,10 @@ table adds counts, means and variances over samples, so it is the stratified tes
 block of edges (bounded memory); a graph known to be symmetric (written by ``spatial_neighbors`` and unchanged since,
 checked by a CRC-32 fingerprint) needs no transpose, otherwise reciprocated edges are counted from one transpose.
 
+Labels that are not cell types (``exclude``, e.g. ``Unknown``) are kept as one more category for the counts and
+the moments, so every cell's label takes part in the relabelling and the moments stay exact; only their rows and
+columns are dropped from the reported tables (and from the q-values).
+
 The seed's "Jones-Scornecchi" score is ``(C - E) / E``; with the default ``expected="exact"``, E is the exact null
 mean above, so 0 means random mixing. ``expected="paper"`` uses the seed's literal ``E = n_a n_b / n``.
 
@@ -52,6 +56,7 @@ Palla G et al. (2022). Squidpy: a scalable framework for spatial omics analysis.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -474,12 +479,17 @@ def _result(
     expected: str,
     perm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     n_perms: int = 0,
+    n_total: float | None = None,
 ) -> ColocalizationResult:
-    """Turn counts and exact moments of one table (K, K) into scores, z, p, q (and permutation statistics)."""
+    """Turn counts and exact moments of one table (K, K) into scores, z, p, q (and permutation statistics).
+
+    ``n_total`` is the number of cells in the graph (default ``n_cells.sum()``; more when excluded categories were
+    sliced off), the ``n`` of the seed's ``n_a n_b / n``.
+    """
     from scipy.special import ndtr
 
     n_types = len(categories)
-    n = float(n_cells.sum())
+    n = float(n_cells.sum()) if n_total is None else float(n_total)
     degenerate = n_cells < _MIN_CELLS
     paper = np.outer(n_cells, n_cells) / n if n else np.zeros((n_types, n_types))
     exp_used = mean if expected == "exact" else paper
@@ -533,12 +543,18 @@ def _colocalization_arrays(
     seed: int | None = 0,
     n_jobs: int = 1,
     symmetric: bool = False,
+    report: np.ndarray | None = None,
 ) -> ColocalizationResult:
     """Co-localization statistics on arrays: a 0/1 CSR graph without self-loops and label codes 0..K-1.
 
     With ``sample`` (codes 0..S-1 per cell, ``sample_names`` their S names; the graph has no edge between
     samples) the result also holds one table per sample in ``by_sample``; the null is then stratified by every
     (FOV, sample) combination, for the per-sample tables and the pooled one alike.
+
+    ``report`` (indices into ``categories``, default all) restricts the returned tables to those types. Counts,
+    exact moments and permutations are computed with all K types, so every cell's label, reported or not, takes
+    part in the relabelling and the moments of the reported pairs stay exact; q-values are over the reported
+    pairs only.
     """
     n_types = len(categories)
     n = codes.size
@@ -591,17 +607,21 @@ def _colocalization_arrays(
             codes64, indptr, indices, n_types, strata, row_offset, n_samples, count, mean, n_perms, seed, n_jobs
         )
 
+    keep = np.arange(n_types) if report is None else np.asarray(report, dtype=np.int64)
+    pairs = np.ix_(keep, keep)
+
     def table(g: int) -> ColocalizationResult:
         return _result(
-            categories,
-            count[g],
-            mean[g],
-            var[g],
-            n_cells[g],
+            [categories[i] for i in keep],
+            count[g][pairs],
+            mean[g][pairs],
+            var[g][pairs],
+            n_cells[g][keep],
             directed=directed,
             expected=expected,
-            perm=None if perm is None else (perm[0][g], perm[1][g], perm[2][g]),
+            perm=None if perm is None else (perm[0][g][pairs], perm[1][g][pairs], perm[2][g][pairs]),
             n_perms=n_perms,
+            n_total=float(n_cells[g].sum()),
         )
 
     pooled = table(count.shape[0] - 1)
@@ -650,6 +670,45 @@ def _check_no_cross_edges(graph: sp.csr_matrix, groups: np.ndarray, key: str, gr
         raise InputError(msg)
 
 
+def _check_exclude(exclude: Sequence[str] | str | None) -> tuple[str, ...]:
+    """``exclude`` as a tuple of names (a single string is one name)."""
+    if exclude is None:
+        return ()
+    names = (exclude,) if isinstance(exclude, str) else exclude
+    try:
+        names = tuple(names)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(x, str) for x in names):
+        msg = f"exclude must be None, a label or a list of labels (strings), got {exclude!r}."
+        raise InputError(msg)
+    return names
+
+
+def _reported(categories: list[str], excluded: tuple[str, ...], label_key: str) -> np.ndarray | None:
+    """Indices of the categories to report (None: all), after leaving out ``excluded``."""
+    if not excluded:
+        return None
+    absent = [x for x in excluded if x not in categories]
+    if absent:
+        logger.info(
+            "colocalization: exclude=%s not among the labels of obs[%r]; nothing to leave out.", absent, label_key
+        )
+    keep = np.flatnonzero([c not in excluded for c in categories])
+    if keep.size == 0:
+        msg = (
+            f"exclude={list(excluded)} leaves no category of obs[{label_key!r}] to report (categories: "
+            f"{categories[:20]}); exclude fewer labels."
+        )
+        raise InputError(msg)
+    if keep.size < len(categories):
+        logger.info(
+            "colocalization: %s kept in the graph and the null model, not reported.",
+            [c for c in categories if c in excluded],
+        )
+    return keep
+
+
 def colocalization(
     data: AnnData | MuData,
     *,
@@ -661,6 +720,7 @@ def colocalization(
     n_jobs: int = 1,
     fov_key: str | None = Keys.FOV,
     sample_key: str | None = None,
+    exclude: Sequence[str] | str | None = None,
     inplace: bool = True,
 ) -> ColocalizationResult | None:
     """Cell-type co-localization: observed join counts vs their exact expectation under random relabelling.
@@ -698,6 +758,14 @@ def colocalization(
         (FOV, sample) combination and the graph must not join cells of different samples. Each sample's table
         uses only its own cells and edges, so the tables of different samples can be compared; the pooled table
         adds counts, means and variances over samples (a stratified test across samples).
+    exclude
+        Labels that are not cell types, e.g. ``("Unknown",)`` for cells without a call (``run_pipeline`` passes
+        it): no pair with them is reported, but their cells stay in the graph and in the null model. They occupy
+        space and are neighbours of typed cells, and the labels of all cells, excluded ones included, are
+        permuted, so the expectations and variances of the reported pairs stay exact (leaving those cells out
+        would change the graph and every expectation); q-values are over the reported pairs. Names that are not
+        categories of ``obs[label_key]`` are ignored. Cells with a missing label, in contrast, are removed with
+        their edges. Default: every category is reported.
     inplace
         True: store in ``uns`` and return None. False: return a :class:`ColocalizationResult`.
 
@@ -706,7 +774,7 @@ def colocalization(
     None or :class:`ColocalizationResult`. With ``inplace=True`` writes ``uns['{label_key}_nhood_enrichment']``
     with (K, K) float64 arrays ``'zscore'``, ``'count'`` (squidpy's schema), ``'expected'``, ``'expected_exact'``,
     ``'expected_paper'``, ``'variance'``, ``'score'``, ``'pvalue'``, ``'qvalue'`` (and ``'perm_zscore'``,
-    ``'perm_pvalue'`` when ``n_perms > 0``), ``'categories'`` (K names), ``'degenerate'`` (bool (K,): fewer than
+    ``'perm_pvalue'`` when ``n_perms > 0``), ``'categories'`` (the K reported names), ``'degenerate'`` (bool (K,): fewer than
     2 cells; NaN statistics), ``'n_cells'``, ``'directed'`` and ``'params'``. With ``sample_key`` these are the
     pooled statistics and ``'by_sample'`` holds ``'sample_key'``, ``'samples'`` (S names) and the same arrays
     stacked per sample, (S, K, K) (``'degenerate'`` and ``'n_cells'``: (S, K)); read them as one long table
@@ -727,7 +795,9 @@ def colocalization(
     expected = check_option(expected, _EXPECTED, name="expected")
     n_perms = check_positive_int(n_perms, name="n_perms", minimum=0)
     n_jobs = check_positive_int(n_jobs, name="n_jobs")
+    excluded = _check_exclude(exclude)
     codes, categories = _get_labels(data, label_key)
+    report = _reported(categories, excluded, label_key)
     samples, sample_names = (None, None) if sample_key is None else _get_samples(data, sample_key)
     raw_graph = _get_graph(data, graph_key)
     symmetric = _known_symmetric(data, graph_key, raw_graph)
@@ -759,6 +829,7 @@ def colocalization(
         seed=seed,
         n_jobs=n_jobs,
         symmetric=symmetric,
+        report=report,
     )
     params = {
         "label_key": label_key,
@@ -768,6 +839,7 @@ def colocalization(
         "seed": seed,
         "fov_key": fov_key if fov is not None else None,
         "sample_key": sample_key,
+        "exclude": list(excluded),
         "version": _package_version(),
     }
     by_sample = result.by_sample
