@@ -98,3 +98,29 @@ def test_dask_backend_errors(client) -> None:
         JointNMF(2, backend="dask").fit([X, bad])
     with pytest.raises(InputError, match="different row counts"):
         JointNMF(2, backend="dask").fit([X, np.ones((21, 3))])
+
+
+def test_dask_sampled_initialisation_gives_the_numpy_result(planted, client, monkeypatch) -> None:
+    import spatialmultiomics.factorize._init as init_module
+    from spatialmultiomics.factorize._dask import _prepare
+    from spatialmultiomics.factorize._rowpass import RowData
+
+    blocks = _blocks(planted)
+    data, scales, _ = _prepare(blocks, None, 70)
+    rows = init_module.sample_rows(300, 60)
+    got, expected = data.take_rows(rows), RowData.build(blocks, scales).take_rows(rows)
+    np.testing.assert_array_equal(got.sparse.toarray(), expected.sparse.toarray())
+    np.testing.assert_array_equal(got.dense, expected.dense)
+    assert got.norm_x2 == pytest.approx(expected.norm_x2, rel=1e-12)
+    # the large-input initialisation (power iterations on 60 of the 300 rows) on both backends
+    monkeypatch.setattr(init_module, "LARGE_INPUT_WORK", 0.0)
+    monkeypatch.setattr(init_module, "SAMPLE_ROWS", 60)
+    kwargs = {"solver": "hals", "max_iter": 15, "tol": 0.0}
+    dask_blocks = [da.from_array(blocks[0], chunks=(70, -1), asarray=False), da.from_array(blocks[1], chunks=(70, -1))]
+    reference, model = JointNMF(4, **kwargs), JointNMF(4, backend="dask", **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        W_ref = reference.fit_transform(blocks)
+        W = model.fit_transform(dask_blocks).compute()
+    np.testing.assert_allclose(W, W_ref, rtol=1e-4, atol=1e-5 * W_ref.max())
+    np.testing.assert_allclose(model.loss_curve_, reference.loss_curve_, rtol=1e-5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from spatialmultiomics.factorize._init import _nndsvd, initialize, randomized_svd
+from spatialmultiomics.factorize._init import _nndsvd, initialize, randomized_svd, sample_rows
 from spatialmultiomics.factorize._rowpass import RowData
 
 
@@ -69,3 +69,73 @@ def test_initialize_variants() -> None:
     # scikit-learn's scale: |N(0, 1)| * sqrt(mean / k), whose expectation is sqrt(2 / pi) * sqrt(mean / k)
     values = np.concatenate([Wr.ravel(), Gr.ravel()])
     assert values.mean() == pytest.approx(np.sqrt(2 / np.pi) * np.sqrt(mean / 4), rel=0.15)
+
+
+def _low_rank(n: int = 2000, seed: int = 0) -> tuple[RowData, np.ndarray]:
+    """A CSR block and a dense block sharing rank-6 structure plus noise (rows sorted by their main factor)."""
+    rng = np.random.default_rng(seed)
+    W = rng.gamma(2.0, 1.0, (n, 6)) * (rng.random((n, 6)) < 0.3)
+    W[np.arange(n), np.sort(rng.integers(0, 6, n))] += 2.0  # sorted: a contiguous sample would be biased
+    X1 = rng.poisson(W @ rng.gamma(1.0, 1.0, (6, 80))).astype(np.float32)
+    X2 = (W @ rng.random((6, 10)) + 0.05 * rng.random((n, 10))).astype(np.float32)
+    scales = np.array([1.0 / np.linalg.norm(X1), 1.0 / np.linalg.norm(X2)])
+    joint = np.hstack([scales[0] * X1.astype(np.float64), scales[1] * X2.astype(np.float64)])
+    return RowData.build([sp.csr_matrix(X1), X2], scales), joint
+
+
+def test_sample_rows_are_evenly_spaced() -> None:
+    rows = sample_rows(1000, 7)
+    np.testing.assert_array_equal(rows, [0, 142, 285, 428, 571, 714, 857])
+    np.testing.assert_array_equal(sample_rows(5, 10), np.arange(5))  # never more rows than there are
+
+
+def test_randomized_svd_on_a_sample_matches_the_full_one() -> None:
+    data, joint = _low_rank()
+    sample = data.take_rows(sample_rows(data.n_rows, 200))
+    k = 6
+    _, s_exact, vt_exact = np.linalg.svd(joint, full_matrices=False)
+    best = np.linalg.norm(joint - joint @ vt_exact[:k].T @ vt_exact[:k])
+    for kwargs in ({"sample": sample, "n_iter": 0}, {"sample": sample, "n_iter": 1, "rounds": 1}, {"n_iter": 1}):
+        U, S, Vt = randomized_svd(data, k, np.random.default_rng(0), width_multiple=16, **kwargs)
+        assert U.shape == (2000, k)
+        assert Vt.shape == (k, 90)
+        np.testing.assert_allclose(S, s_exact[:k], rtol=2e-3)
+        err = np.linalg.norm(joint - (U.astype(np.float64) * S) @ Vt.astype(np.float64))
+        assert err == pytest.approx(best, rel=2e-3)
+        np.testing.assert_allclose(U.T.astype(np.float64) @ U, np.eye(k), atol=1e-3)
+
+
+def test_initialize_large_input_uses_a_sample_and_is_as_good(monkeypatch) -> None:
+    import spatialmultiomics.factorize._init as init_module
+
+    data, joint = _low_rank()
+    full_W, full_G = initialize(data, 6, init="nndsvda", rng=np.random.default_rng(0))
+    taken = []
+    original = RowData.take_rows
+
+    def spy(self, rows):
+        taken.append(rows)
+        return original(self, rows)
+
+    monkeypatch.setattr(RowData, "take_rows", spy)
+    monkeypatch.setattr(init_module, "LARGE_INPUT_WORK", 0.0)
+    monkeypatch.setattr(init_module, "SAMPLE_ROWS", 300)
+    W, G = initialize(data, 6, init="nndsvda", rng=np.random.default_rng(0))
+    assert len(taken) == 1
+    np.testing.assert_array_equal(taken[0], sample_rows(2000, 300))
+    W2, G2 = initialize(data, 6, init="nndsvda", rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(W, W2)  # deterministic for a seed
+    np.testing.assert_array_equal(G, G2)
+    assert W.dtype == np.float32
+    assert G.dtype == np.float32
+    assert W.min() > 0
+    assert G.min() > 0
+
+    def error(W, G):
+        return np.linalg.norm(joint - W.astype(np.float64) @ G.astype(np.float64))
+
+    assert error(W, G) == pytest.approx(error(full_W, full_G), rel=0.01)
+    # few rows: no sample, the power iteration runs on all of them
+    monkeypatch.setattr(init_module, "SAMPLE_ROWS", 1000)
+    initialize(data, 6, init="nndsvda", rng=np.random.default_rng(0))
+    assert len(taken) == 2  # the two calls above only

@@ -13,6 +13,7 @@ from spatialmultiomics.factorize._kernels import (
     hals_sweep,
     mu_step,
     squared_norm,
+    sum_and_squared_norm,
     total_sum,
 )
 
@@ -141,3 +142,6 @@ def test_squared_norm_and_total_sum(kind: str) -> None:
     B = sp.csr_matrix(X) if kind == "csr" else X
     assert squared_norm(B) == pytest.approx(float(np.sum(X.astype(np.float64) ** 2)), rel=1e-12)
     assert total_sum(B) == pytest.approx(float(np.sum(X.astype(np.float64))), rel=1e-12)
+    both = sum_and_squared_norm(B)
+    assert both[0] == pytest.approx(float(np.sum(X.astype(np.float64))), rel=1e-12)
+    assert both[1] == pytest.approx(float(np.sum(X.astype(np.float64) ** 2)), rel=1e-12)

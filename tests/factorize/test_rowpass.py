@@ -160,3 +160,42 @@ def test_numba_row_pass_does_not_depend_on_the_number_of_threads() -> None:
     np.testing.assert_array_equal(out[0][1].XtW, out[1][1].XtW)
     assert out[0][1].cross == out[1][1].cross
     np.testing.assert_array_equal(out[0][2], out[1][2])
+
+
+def test_take_rows_and_concat() -> None:
+    blocks, scales, joint = _blocks()
+    data = RowData.build(blocks, scales)
+    rows = np.array([0, 3, 4, 150, 299])
+    part = data.take_rows(rows)
+    assert part.n_rows == 5
+    assert part.n_features == data.n_features
+    assert part.norm_x2 == pytest.approx(np.sum(joint[rows] ** 2), rel=1e-6)
+    assert part.total_sum() == pytest.approx(joint[rows].sum(), rel=1e-6)
+    M = np.random.default_rng(2).random((45, 3))
+    np.testing.assert_allclose(part.dot(M, use_numba=False), joint[rows] @ M, rtol=1e-5)
+    joined = RowData.concat([data.take_rows(rows[:2]), data.take_rows(rows[2:])])
+    np.testing.assert_array_equal(joined.sparse.toarray(), part.sparse.toarray())
+    np.testing.assert_array_equal(joined.dense, part.dense)
+    assert joined.norm_x2 == pytest.approx(part.norm_x2, rel=1e-12)
+
+
+def test_sums_given_to_build_are_used() -> None:
+    from spatialmultiomics.factorize._kernels import sum_and_squared_norm
+
+    blocks, scales, joint = _blocks()
+    sums, squares = zip(*[sum_and_squared_norm(X) for X in blocks], strict=True)
+    data = RowData.build(blocks, scales, squared_norms=squares, sums=sums)
+    assert data.weighted_sum == pytest.approx(joint.sum(), rel=1e-6)
+    assert data.total_sum() == data.weighted_sum
+    assert data.norm_x2 == pytest.approx(np.sum(joint**2), rel=1e-6)
+    one_sparse = RowData.build([blocks[0]], [0.5])  # one scale for the CSR part: sum of its values
+    assert one_sparse.total_sum() == pytest.approx(0.5 * blocks[0].toarray().astype(np.float64).sum(), rel=1e-12)
+
+
+def test_orthonormal_one_round() -> None:
+    rng = np.random.default_rng(0)
+    Y = (rng.random((500, 6)) @ np.diag([1, 10, 100, 1, 1, 1e3])).astype(np.float32)
+    Q = RowData.orthonormal(Y, rounds=1)
+    np.testing.assert_allclose(Q.T.astype(np.float64) @ Q, np.eye(6), atol=1e-3)
+    proj = Q @ np.linalg.lstsq(Q, Y, rcond=None)[0]
+    np.testing.assert_allclose(proj, Y, atol=1e-4 * np.abs(Y).max())

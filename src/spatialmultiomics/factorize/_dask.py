@@ -170,10 +170,11 @@ class DaskRowData:
         ]
         return np.asarray(dask.delayed(sum)(parts).compute())
 
-    def orthonormal(self, Y: Any) -> Any:
-        """CholeskyQR2 of a cell-side Dask array ``Y`` (n, r): Gram matrices per chunk, reduced, then one product."""
+    def orthonormal(self, Y: Any, rounds: int = 2) -> Any:
+        """CholeskyQR2 of a cell-side Dask array ``Y`` (n, r): Gram matrices per chunk, reduced, then one product
+        (``rounds``: as :meth:`RowData.orthonormal`)."""
         da = import_optional("dask.array", extra="dask")
-        for _ in range(2):
+        for _ in range(rounds):
             Y64 = Y.astype(np.float64)
             gram = np.asarray(da.dot(Y64.T, Y64).compute())
             try:
@@ -185,6 +186,18 @@ class DaskRowData:
                 return q.astype(np.float32).persist()
             Y = (Y @ np.linalg.inv(L.T).astype(np.float32)).persist()
         return Y
+
+    def take_rows(self, rows: np.ndarray) -> RowData:
+        """Return the rows ``rows`` (sorted indices) as one NumPy :class:`RowData` on the client (a small sample)."""
+        dask = import_optional("dask", extra="dask")
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(self.rows)])
+        parts = []
+        for c, a, b in zip(self.chunks, starts[:-1], starts[1:], strict=True):
+            local = rows[(rows >= a) & (rows < b)] - a
+            if local.size:
+                parts.append(dask.delayed(RowData.take_rows)(c, local))
+        return RowData.concat(dask.compute(*parts))
 
     def total_sum(self) -> float:
         """Sum of all entries of the weighted joint matrix."""

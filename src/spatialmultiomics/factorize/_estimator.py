@@ -22,7 +22,7 @@ from spatialmultiomics._random import check_random_state
 from spatialmultiomics._validate import check_finite_nonnegative, check_option, check_positive, check_positive_int
 from spatialmultiomics._warnings import ConvergenceWarning, warn
 from spatialmultiomics.factorize._init import INITS, initialize
-from spatialmultiomics.factorize._kernels import squared_norm
+from spatialmultiomics.factorize._kernels import sum_and_squared_norm
 from spatialmultiomics.factorize._rowpass import RowData
 from spatialmultiomics.factorize._solvers import SOLVERS
 
@@ -306,10 +306,10 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
         else:
             Xs = _check_blocks(blocks)
             _check_k(k, Xs[0].shape[0], sum(X.shape[1] for X in Xs))
-            sq_norms = [squared_norm(X) for X in Xs]
+            sums, sq_norms = zip(*[sum_and_squared_norm(X) for X in Xs], strict=True)
             scales = _block_scales(self.modality_weights, sq_norms)
             offsets = _offsets(Xs)
-            data = RowData.build(Xs, scales, n_threads=self._threads(), squared_norms=sq_norms)
+            data = RowData.build(Xs, scales, n_threads=self._threads(), squared_norms=sq_norms, sums=sums)
             W0, G0 = initialize(data, k, init=init, rng=rng)
             Hs0 = [G0[:, a:b] for a, b in itertools.pairwise(offsets)]
             if backend == "torch":

@@ -28,6 +28,7 @@ __all__ = [
     "hals_sweep",
     "mu_step",
     "squared_norm",
+    "sum_and_squared_norm",
     "total_sum",
 ]
 
@@ -43,12 +44,23 @@ def _values(X: Any) -> np.ndarray:
 
 def squared_norm(X: Any) -> float:
     """Return ``||X||_F^2`` of a dense or sparse (canonical, no duplicates) block, accumulated in float64."""
+    return sum_and_squared_norm(X)[1]
+
+
+def sum_and_squared_norm(X: Any) -> tuple[float, float]:
+    """Return the sum of all entries and ``||X||_F^2`` of a dense or sparse (canonical) block, in float64.
+
+    One pass over the stored values, in float64 chunks small enough to stay in cache (chunks of 1 << 20 values were
+    about twice as slow at 24 M values: every chunk was a fresh allocation).
+    """
     v = _values(X)
-    total = 0.0
-    for start in range(0, v.size, _CHUNK):
-        c = v[start : start + _CHUNK].astype(np.float64)
-        total += float(np.dot(c, c))
-    return total
+    total = square = 0.0
+    step = 1 << 16
+    for start in range(0, v.size, step):
+        c = v[start : start + step].astype(np.float64)
+        total += float(c.sum())
+        square += float(np.dot(c, c))
+    return total, square
 
 
 def total_sum(X: Any) -> float:
