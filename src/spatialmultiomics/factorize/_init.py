@@ -179,23 +179,14 @@ def initialize(
         return W, G
     if 2.0 * data.stored * k < LARGE_INPUT_WORK:
         U, S, Vt = randomized_svd(data, k, rng)
-    elif n > 2 * SAMPLE_ROWS:
-        sample = data.take_rows(sample_rows(n, SAMPLE_ROWS))
+    else:  # large: power iterations on a sample of rows when there are many
+        sampled = n > 2 * SAMPLE_ROWS
         U, S, Vt = randomized_svd(
             data,
             k,
             rng,
-            n_iter=SAMPLE_POWER_ITERATIONS,
-            sample=sample,
-            width_multiple=LARGE_INPUT_WIDTH_MULTIPLE,
-            rounds=LARGE_INPUT_QR_ROUNDS,
-        )
-    else:
-        U, S, Vt = randomized_svd(
-            data,
-            k,
-            rng,
-            n_iter=LARGE_INPUT_POWER_ITERATIONS,
+            n_iter=SAMPLE_POWER_ITERATIONS if sampled else LARGE_INPUT_POWER_ITERATIONS,
+            sample=data.take_rows(sample_rows(n, SAMPLE_ROWS)) if sampled else None,
             width_multiple=LARGE_INPUT_WIDTH_MULTIPLE,
             rounds=LARGE_INPUT_QR_ROUNDS,
         )
