@@ -128,17 +128,18 @@ def write_results(
     -------
     The output folder.
     """
+    from spatialmultiomics.io._csv import write_csv
     from spatialmultiomics.spatial._niches import write_niche_table
 
     with atomic_output_dir(output_dir, overwrite=overwrite, started=started) as tmp:
-        result.shared_labels.to_csv(tmp / "shared_labels.csv", index=False)
+        write_csv(result.shared_labels, tmp / "shared_labels.csv")
         result.co_localization.to_csv(tmp / "co_localization.csv", index=False)
         write_niche_table(result.mdata, tmp / "niche_composition.csv", label_key=Keys.CELL_TYPE)
         np.save(tmp / "H_shared.npy", result.H_shared)
         for name, loadings in result.feature_loadings.items():
             fname = {"rna": "W_transcript", "protein": "W_protein"}.get(name, f"W_{name}")
             np.save(tmp / f"{fname}.npy", loadings)
-        result.nmf_factors.to_csv(tmp / "nmf_factors.csv", index=False)
+        write_csv(result.nmf_factors, tmp / "nmf_factors.csv")
         result.factor_annotation.to_csv(tmp / "factor_annotation.csv", index=False)
         mdata = result.mdata
         if Keys.COMPOSITION in mdata.obsm:  # spots typed from their single cells
@@ -146,7 +147,7 @@ def write_results(
             n_cells = mdata.uns[Keys.SPOT_CELLS]["spot_id"].value_counts().reindex(comp.index, fill_value=0)
             comp.insert(0, "n_cells", n_cells.to_numpy(dtype=np.int64))
             comp.to_csv(tmp / "spot_composition.csv", index_label="spot_id")
-            mdata.uns[Keys.SPOT_CELLS].to_csv(tmp / "spot_cells.csv", index=False)
+            write_csv(mdata.uns[Keys.SPOT_CELLS], tmp / "spot_cells.csv")
         _write_figures_and_report(result, tmp, figures=figures)  # first: stores the palette in the .h5mu too
         write_h5mu(result.mdata, tmp / "result.h5mu")
     logger.info("results written to %s", output_dir)

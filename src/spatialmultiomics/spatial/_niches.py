@@ -338,8 +338,13 @@ def write_niche_table(
     data: AnnData | MuData, path: Any, *, label_key: str = Keys.CELL_TYPE, chunk_rows: int = 100_000
 ) -> None:
     """Write :func:`niche_table` to a CSV file ``chunk_rows`` cells at a time (memory O(chunk), not O(cells))."""
+    from spatialmultiomics.io._csv import write_csv_parts
+
     n = data.n_obs
-    with open(path, "w", newline="") as handle:  # noqa: PTH123 - a handle shared by the chunks
-        for start in range(0, max(n, 1), chunk_rows):
-            part = niche_table(data, label_key=label_key, rows=slice(start, min(n, start + chunk_rows)))
-            part.to_csv(handle, index=False, header=start == 0)
+    write_csv_parts(
+        (
+            niche_table(data, label_key=label_key, rows=slice(start, min(n, start + chunk_rows)))
+            for start in range(0, max(n, 1), chunk_rows)
+        ),
+        path,
+    )
