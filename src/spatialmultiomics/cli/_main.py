@@ -284,7 +284,8 @@ def run(
     \b
     Writes to --output: shared_labels.csv, co_localization.csv, niche_composition.csv,
     W_transcript.npy (genes x k), W_protein.npy (proteins x k), H_shared.npy (k x cells),
-    nmf_factors.csv, factor_annotation.csv, result.h5mu, figures/ (PNG + SVG), report.html.
+    nmf_factors.csv, factor_annotation.csv, result.h5mu, figures/ (PNG + SVG), report.html;
+    with Visium-like spots over a single-cell table also spot_composition.csv and spot_cells.csv.
     """
     from spatialmultiomics._pipeline import run_pipeline
 
