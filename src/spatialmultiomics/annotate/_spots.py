@@ -6,8 +6,9 @@ but naming the mixture's dominant type from them is unreliable (on the synthetic
 0.98 where one type holds more than half the spot and far less where none does). The single cells under a spot
 say more: each cell is put through the same preprocessing as the spot-level modality (same transform, same
 per-channel offset and spread, or the same per-cell normalisation for counts), its loadings on that modality's
-factors are fitted by non-negative least squares with the factors fixed, and it takes the type of the factors
-that explain most of it (the factors' names come from :func:`annotate`). Counting the cells of each type in each
+factors are fitted by non-negative least squares with the factors fixed, and it takes the type whose named
+factors explain most of it (the factors' names come from :func:`annotate`; as there, factors left Unknown do not
+vote, and a cell is Unknown only when no named factor explains any of it). Counting the cells of each type in each
 spot gives the composition; the spot's type is the most frequent named type (ties: the type with the larger
 summed share over the spot's cells; Unknown only when none of its cells has a named type).
 """
@@ -194,11 +195,13 @@ def spot_composition(
 
     Y = _preprocess_like(mdata, modality, cells)
     scores = _cell_scores(Y, H)
-    names = sorted({t for t in types.tolist() if t != UNKNOWN})
-    columns = [*names, UNKNOWN] if UNKNOWN in set(types.tolist()) else names
+    # as annotate() calls cells: the best named type among the named factors; Unknown only when no named factor
+    # explains any of the cell (factors left Unknown often carry a state of known types)
+    columns = sorted({t for t in types.tolist() if t != UNKNOWN})
     by_type = np.zeros((scores.shape[0], len(columns)))
     for f, t in enumerate(types):
-        by_type[:, columns.index(t)] += scores[:, f]
+        if t != UNKNOWN:
+            by_type[:, columns.index(t)] += scores[:, f]
     total = by_type.sum(axis=1)
     best = by_type.argmax(axis=1)
     cell_type = np.where(total > 0, np.asarray(columns, dtype=object)[best], UNKNOWN)
