@@ -7,7 +7,6 @@ process prints no traceback without ``--debug`` and one with it.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -41,14 +40,6 @@ PROT_COLS = [
 def inputs(tmp_path_factory) -> dict[str, Path]:
     mdata = smo.datasets.paper_benchmark(seed=0)
     return smo.datasets.write_tables(mdata, tmp_path_factory.mktemp("good"))
-
-
-@pytest.fixture(autouse=True)
-def _restore_logger():
-    logger = logging.getLogger("spatialmultiomics")
-    state = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = state[0], state[1], state[2]
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, list[str]]:

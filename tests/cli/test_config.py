@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +16,6 @@ from spatialmultiomics.cli._main import read_config
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     return smo.datasets.write_tables(smo.datasets.paper_benchmark(seed=0), tmp_path_factory.mktemp("in"))
-
-
-@pytest.fixture(autouse=True)
-def _restore_logger():
-    logger = logging.getLogger("spatialmultiomics")
-    state = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = state[0], state[1], state[2]
 
 
 def _run(argv: list[str]) -> None:

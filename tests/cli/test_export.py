@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import warnings
 from pathlib import Path
@@ -14,14 +13,6 @@ import spatialmultiomics as smo
 from spatialmultiomics import Keys
 from spatialmultiomics._mudata import read_h5mu, write_h5mu
 from spatialmultiomics.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _restore_logger():
-    logger = logging.getLogger("spatialmultiomics")
-    state = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = state[0], state[1], state[2]
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,6 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _restore_logger():
-    import logging
-
-    logger = logging.getLogger("spatialmultiomics")
-    state = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = state[0], state[1], state[2]
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A real pipeline run on the seed's benchmark, written with figures and report."""
