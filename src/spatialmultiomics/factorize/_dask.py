@@ -41,22 +41,17 @@ DEFAULT_CHUNK_ROWS = 65536
 
 def _as_dask(X: Any, name: str, chunk_rows: Any) -> Any:
     """Return ``X`` as a 2-D Dask array with one column chunk (NumPy / SciPy inputs are cut into row chunks)."""
+    from spatialmultiomics.factorize._estimator import _check_shape
+
     da = import_optional("dask.array", extra="dask")
     if not isinstance(X, da.Array):
         if not (sp.issparse(X) or hasattr(X, "shape")):
             msg = f"{name} must be a dask array, an ndarray or a scipy.sparse matrix, got {type(X).__name__}."
             raise InputError(msg)
         X = X.tocsr() if sp.issparse(X) else np.asarray(X)
-        if X.ndim != 2:
-            msg = f"{name} must be 2-D (n_cells, n_features), got shape {X.shape}."
-            raise InputError(msg)
+        _check_shape(X, name)  # before cutting into row chunks, which needs two dimensions
         X = da.from_array(X, chunks=(chunk_rows, -1), asarray=False)
-    if X.ndim != 2:
-        msg = f"{name} must be 2-D (n_cells, n_features), got shape {X.shape}."
-        raise InputError(msg)
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        msg = f"{name} is an empty block (shape {X.shape}); every block needs at least one cell and one feature."
-        raise InputError(msg)
+    _check_shape(X, name)
     return X
 
 
@@ -70,14 +65,19 @@ def _check_chunk(X: Any, name: str) -> Any:
         raise InputError(str(err).replace("blocks[0]", name)) from None
 
 
-def _chunk_norm(parts: Sequence[Any], names: Sequence[str]) -> np.ndarray:
-    """Validate the pieces of one row chunk and return the squared norm of each, float64 (n_blocks,)."""
-    return np.array([squared_norm(_check_chunk(X, nm)) for X, nm in zip(parts, names, strict=True)])
+def _chunk_checked(parts: Sequence[Any], names: Sequence[str]) -> list[Any]:
+    """Validate the pieces of one row chunk: float32 CSR/CSC or dense, finite, non-negative."""
+    return [_check_chunk(X, nm) for X, nm in zip(parts, names, strict=True)]
 
 
-def _chunk_data(parts: Sequence[Any], names: Sequence[str], scales: np.ndarray) -> RowData:
-    """Build the :class:`RowData` of one row chunk (validated float32 pieces, CSC turned CSR)."""
-    return RowData.build([_check_chunk(X, nm) for X, nm in zip(parts, names, strict=True)], scales)
+def _chunk_norm(checked: Sequence[Any]) -> np.ndarray:
+    """Squared norm of each validated piece of one row chunk, float64 (n_blocks,)."""
+    return np.array([squared_norm(X) for X in checked])
+
+
+def _chunk_data(checked: Sequence[Any], norms: np.ndarray, scales: np.ndarray) -> RowData:
+    """Build the :class:`RowData` of one row chunk from its validated pieces and their squared norms."""
+    return RowData.build(checked, scales, squared_norms=norms)
 
 
 def _chunk_pass(
@@ -225,7 +225,7 @@ class DaskRowData:
 def _prepare(blocks: Any, weights: Any, chunk_rows: Any) -> tuple[DaskRowData, np.ndarray, list[int]]:
     """Validate the blocks, compute the block scales and persist one :class:`RowData` per row chunk."""
     dask = import_optional("dask", extra="dask")
-    from spatialmultiomics.factorize._estimator import _block_scales
+    from spatialmultiomics.factorize._estimator import _block_scales, _check_same_rows
 
     if sp.issparse(blocks) or hasattr(blocks, "shape"):
         blocks = [blocks]
@@ -234,17 +234,16 @@ def _prepare(blocks: Any, weights: Any, chunk_rows: Any) -> tuple[DaskRowData, n
         raise InputError(msg)
     names = [f"blocks[{i}]" for i in range(len(blocks))]
     Xs = [_as_dask(X, nm, chunk_rows) for X, nm in zip(blocks, names, strict=True)]
-    rows = [X.shape[0] for X in Xs]
-    if len(set(rows)) > 1:
-        msg = f"blocks have different row counts {rows}; every block must have one row per cell, in the same order."
-        raise InputError(msg)
+    _check_same_rows([X.shape[0] for X in Xs])
     row_chunks = Xs[0].chunks[0]
     Xs = [X.rechunk((row_chunks, -1)) for X in Xs]
     pieces = [list(X.to_delayed().ravel()) for X in Xs]
     per_chunk = list(zip(*pieces, strict=True))
-    norms = dask.compute(*[dask.delayed(_chunk_norm)(list(p), names) for p in per_chunk])
+    # each chunk is validated once; its pieces feed both the norms (for the block scales) and its RowData
+    checked = dask.persist(*[dask.delayed(_chunk_checked)(list(p), names) for p in per_chunk])
+    norms = dask.compute(*[dask.delayed(_chunk_norm)(c) for c in checked])
     scales = _block_scales(weights, list(np.sum(norms, axis=0)))
-    chunks = [dask.delayed(_chunk_data)(list(p), names, scales) for p in per_chunk]
+    chunks = [dask.delayed(_chunk_data)(c, n, scales) for c, n in zip(checked, norms, strict=True)]
     chunks = list(dask.persist(*chunks))
     norm_x2 = float(np.sum(np.sum(norms, axis=0) * scales**2))
     sizes = dask.compute(*[dask.delayed(_sizes)(c) for c in chunks])

@@ -46,13 +46,28 @@ def _as_block_list(blocks: Any) -> list[Any]:
     raise InputError(msg)
 
 
+def _check_shape(X: Any, name: str) -> None:
+    """Raise unless ``X`` is 2-D with at least one row and one column."""
+    if X.ndim != 2:
+        msg = f"{name} must be 2-D (n_cells, n_features), got shape {X.shape}."
+        raise InputError(msg)
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        msg = f"{name} is an empty block (shape {X.shape}); every block needs at least one cell and one feature."
+        raise InputError(msg)
+
+
+def _check_same_rows(rows: Sequence[int]) -> None:
+    """Raise unless every block has the same number of rows."""
+    if len(set(rows)) > 1:
+        msg = f"blocks have different row counts {rows}; every block must have one row per cell, in the same order."
+        raise InputError(msg)
+
+
 def _check_block(X: Any, i: int) -> np.ndarray | sp.csr_matrix | sp.csc_matrix:
     """Return block ``i`` as float32 (dense C-contiguous, or CSR/CSC without duplicates), validated."""
     name = f"blocks[{i}]"
     if sp.issparse(X):
-        if X.ndim != 2:
-            msg = f"{name} must be 2-D (n_cells, n_features), got shape {X.shape}."
-            raise InputError(msg)
+        _check_shape(X, name)
         original = X
         if X.format not in ("csr", "csc"):
             X = X.tocsr()
@@ -72,12 +87,7 @@ def _check_block(X: Any, i: int) -> np.ndarray | sp.csr_matrix | sp.csc_matrix:
         except (TypeError, ValueError):
             msg = f"{name} must be a numeric matrix (ndarray or scipy.sparse), got {type(X).__name__}."
             raise InputError(msg) from None
-        if X.ndim != 2:
-            msg = f"{name} must be 2-D (n_cells, n_features), got shape {X.shape}."
-            raise InputError(msg)
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        msg = f"{name} is an empty block (shape {X.shape}); every block needs at least one cell and one feature."
-        raise InputError(msg)
+    _check_shape(X, name)
     check_finite_nonnegative(X, name=name)
     return X
 
@@ -85,10 +95,7 @@ def _check_block(X: Any, i: int) -> np.ndarray | sp.csr_matrix | sp.csc_matrix:
 def _check_blocks(blocks: Any) -> list[Any]:
     """Validate a block or a list of blocks: 2-D, numeric, finite, non-negative, equal row counts."""
     Xs = [_check_block(X, i) for i, X in enumerate(_as_block_list(blocks))]
-    rows = [X.shape[0] for X in Xs]
-    if len(set(rows)) > 1:
-        msg = f"blocks have different row counts {rows}; every block must have one row per cell, in the same order."
-        raise InputError(msg)
+    _check_same_rows([X.shape[0] for X in Xs])
     return Xs
 
 
