@@ -14,3 +14,14 @@ def _restore_logger():
     state = (list(logger.handlers), logger.level, logger.propagate)
     yield
     logger.handlers[:], logger.level, logger.propagate = state[0], state[1], state[2]
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A dask.distributed client on an in-process LocalCluster (2 workers, 1 thread each); skipped without dask."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c

@@ -16,15 +16,6 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
 
-@pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
-
-
 def _blocks(planted):
     _, _, Xs = planted(n_cells=300, sizes=(60, 12), k=4)
     rna = sp.csr_matrix(np.where(np.median(Xs[0]) < Xs[0], Xs[0], 0.0).astype(np.float32))

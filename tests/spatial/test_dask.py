@@ -11,15 +11,6 @@ from spatialmultiomics.spatial import colocalization_tiled, join_counts_tiled, r
 distributed = pytest.importorskip("distributed")
 
 
-@pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
-
-
 def _section(seed: int = 0, n: int = 2500):
     rng = np.random.default_rng(seed)
     xy = rng.random((n, 2)) * [900.0, 600.0]
