@@ -31,16 +31,9 @@ def disk_jitter() -> Callable[..., np.ndarray]:
     return _disk_jitter
 
 
-def hex_lattice(side: float, spacing: float = 100.0) -> np.ndarray:
-    rows = []
-    j = 0
-    while j * spacing * np.sqrt(3) / 2 <= side:
-        xs = np.arange((j % 2) * spacing / 2, side + 1e-9, spacing)
-        rows.append(np.c_[xs, np.full(xs.size, j * spacing * np.sqrt(3) / 2)])
-        j += 1
-    return np.vstack(rows)
-
-
 @pytest.fixture
 def hex_spots() -> Callable[..., np.ndarray]:
+    """Visium-like spot centres on a hexagonal lattice (:func:`smo.datasets.hex_lattice`)."""
+    from spatialmultiomics.datasets import hex_lattice
+
     return hex_lattice

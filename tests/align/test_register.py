@@ -62,7 +62,7 @@ def test_automatic_registration_recovers_rotation_and_shift(jittered_grid, disk_
 
 
 def test_symmetric_lattice_is_refused(hex_spots) -> None:
-    lattice = hex_spots(1500.0, spacing=100.0)
+    lattice = hex_spots(1500.0, spacing_um=100.0)
     truth = Transform.from_params(rotation_deg=20.0, translation=(300.0, 100.0))
     moving = truth.apply(lattice)
     with pytest.raises(InputError, match="registration failed: ambiguous"):
