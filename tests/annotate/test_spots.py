@@ -96,3 +96,19 @@ def test_spot_composition_figure(spot_run) -> None:
     # one wedge per (spot, type present in the spot)
     assert len(pies[0].get_paths()) == int((res.mdata.obsm[Keys.COMPOSITION].to_numpy() > 0).sum())
     assert "spot_composition" in [s.name for s in smo.pl.figure_specs()]
+
+
+@pytest.mark.parametrize("rna_normalization", ["library", "log1p"])
+def test_cells_get_the_preprocessing_of_the_modality(rna_normalization: str) -> None:
+    # put through the spot-level preprocessing, the very cells it was fitted on give back its own layer
+    from spatialmultiomics.annotate._spots import _preprocess_like
+
+    mdata = smo.datasets.paper_benchmark(seed=0)
+    raw = {name: mdata[name].copy() for name in ("rna", "protein")}
+    smo.pp.preprocess(mdata, rna_normalization=rna_normalization)
+    for name, cells in raw.items():
+        got = _preprocess_like(mdata, name, cells)
+        want = mdata[name].layers[Keys.PREPROCESSED]
+        got = got.toarray() if hasattr(got, "toarray") else got
+        want = want.toarray() if hasattr(want, "toarray") else want
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

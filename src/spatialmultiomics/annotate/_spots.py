@@ -80,7 +80,7 @@ def _factor_types(mdata: MuData, k: int) -> np.ndarray:
 def _preprocess_like(mdata: MuData, modality: str, cells: AnnData) -> np.ndarray | sp.csr_matrix:
     """The cells' values preprocessed as the spot-level modality was (feature order of the modality)."""
     from spatialmultiomics.pp import modality_kind
-    from spatialmultiomics.pp._normalize import _normalize_counts, apply_intensity_scaling
+    from spatialmultiomics.pp._normalize import _normalized, apply_intensity_scaling
 
     target = mdata[modality]
     missing = target.var_names.difference(cells.var_names)
@@ -93,13 +93,9 @@ def _preprocess_like(mdata: MuData, modality: str, cells: AnnData) -> np.ndarray
     X = cells[:, target.var_names].X
     params = mdata.uns.get("preprocess", {})
     if modality_kind(mdata, modality) == "counts":
-        log_only = params.get("rna_normalization", "library") == "log1p"
-        if log_only:
-            X = sp.csr_matrix(X, dtype=np.float32, copy=True) if sp.issparse(X) else np.log1p(np.asarray(X, "f4"))
-            if sp.issparse(X):
-                np.log1p(X.data, out=X.data)
-            return X
-        return _normalize_counts(X, target_sum=params.get("target_sum", 1e4), log=True)
+        return _normalized(
+            X, method=params.get("rna_normalization", "library"), target_sum=params.get("target_sum", 1e4)
+        )
     if Keys.SCALE_LOW not in target.var or Keys.SCALE_SPAN not in target.var:
         msg = f"modality {modality!r} has no var['scale_low'] / var['scale_span']; run smo.pp.preprocess first."
         raise InputError(msg)

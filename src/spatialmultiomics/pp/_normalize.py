@@ -49,6 +49,17 @@ def _normalize_counts(
     return X
 
 
+def _normalized(X: np.ndarray | sp.spmatrix, *, method: str, target_sum: float | None) -> np.ndarray | sp.csr_matrix:
+    """The matrix :func:`normalize_counts` writes: library size then log1p (``'library'``), or log1p only."""
+    if method == "library":
+        return _normalize_counts(X, target_sum=target_sum, log=True)
+    if sp.issparse(X):
+        out = sp.csr_matrix(X, dtype=np.float32, copy=True)
+        np.log1p(out.data, out=out.data)
+        return out
+    return np.log1p(np.asarray(X, dtype=np.float32))
+
+
 def normalize_counts(
     adata: AnnData,
     *,
@@ -77,13 +88,7 @@ def normalize_counts(
     if target_sum is not None:
         check_positive(target_sum, name="target_sum")
     check_finite_nonnegative(adata.X, name="RNA counts")
-    if method == "library":
-        out = _normalize_counts(adata.X, target_sum=target_sum, log=True)
-    elif sp.issparse(adata.X):
-        out = sp.csr_matrix(adata.X, dtype=np.float32, copy=True)
-        np.log1p(out.data, out=out.data)
-    else:
-        out = np.log1p(np.asarray(adata.X, dtype=np.float32))
+    out = _normalized(adata.X, method=method, target_sum=target_sum)
     if not inplace:
         return out
     adata.layers[layer_added] = out
