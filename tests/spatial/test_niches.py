@@ -193,6 +193,11 @@ def test_on_mudata():
     table = niche_table(mdata)
     assert len(table) == 80
     assert table["cell_id"].tolist() == list(mdata.obs_names)
+    assert "niche" not in table.columns
+    niches(mdata, n_niches=3, seed=0)
+    table = niche_table(mdata)
+    assert list(table.columns[:5]) == ["cell_id", "niche_type", "composition", "n_neighbors", "niche"]
+    assert table["niche"].tolist() == mdata.obs["niche"].tolist()
 
 
 def test_composition_in_small_edge_blocks_equals_one_block(monkeypatch):

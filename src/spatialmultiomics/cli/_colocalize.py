@@ -102,6 +102,7 @@ def colocalize(
     from spatialmultiomics import io, spatial
     from spatialmultiomics._keys import Keys
     from spatialmultiomics._validate import check_positive, check_positive_int
+    from spatialmultiomics.spatial._niches import write_niche_table
 
     _setup_logging(quiet, debug)
     if method.lower() == "radius":
@@ -127,12 +128,10 @@ def colocalize(
 
     pooled = spatial.colocalization_table(adata, label_key=label_key)
     by_fov = spatial.colocalization_table(adata, label_key=label_key, by_sample=True).rename(columns={"sample": "fov"})
-    niche = spatial.niche_table(adata, label_key=label_key)
-    niche.insert(4, Keys.NICHE, adata.obs[Keys.NICHE].to_numpy())
     with io.atomic_output_dir(output, overwrite=overwrite) as tmp:
         pooled.to_csv(tmp / "co_localization.csv", index=False)
         by_fov.to_csv(tmp / "co_localization_by_fov.csv", index=False)
-        niche.to_csv(tmp / "niche_composition.csv", index=False)
+        write_niche_table(adata, tmp / "niche_composition.csv", label_key=label_key)
         adata.write_h5ad(tmp / "result.h5ad")
 
     if not quiet:

@@ -283,8 +283,9 @@ def _table(
     n_neighbors: np.ndarray,
     frac: np.ndarray,
     categories: list[str],
+    niche: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Assemble the niche table from arrays."""
+    """Assemble the niche table from arrays (with a ``niche`` column when ``niche`` is given)."""
     import pandas as pd
 
     table = pd.DataFrame(
@@ -295,6 +296,8 @@ def _table(
             "n_neighbors": np.asarray(n_neighbors, dtype=np.int64),
         }
     )
+    if niche is not None:
+        table[Keys.NICHE] = niche
     fracs = pd.DataFrame(np.asarray(frac), columns=[f"frac_{c}" for c in categories])
     return pd.concat([table, fracs], axis=1)
 
@@ -314,7 +317,8 @@ def niche_table(data: AnnData | MuData, *, label_key: str = Keys.CELL_TYPE, rows
     Returns
     -------
     DataFrame with columns ``cell_id``, ``niche_type``, ``composition`` (compact JSON of the non-zero fractions,
-    4 decimals, e.g. ``{"T cell": 0.5, "B cell": 0.5}``), ``n_neighbors`` and one ``frac_<type>`` column per type.
+    4 decimals, e.g. ``{"T cell": 0.5, "B cell": 0.5}``), ``n_neighbors``, ``niche`` (the cellular neighbourhood,
+    only when :func:`niches` was run) and one ``frac_<type>`` column per type.
     """
     stored = _stored_composition(data, label_key)
     if stored is None or Keys.NICHE_TYPE not in data.obs or Keys.N_NEIGHBORS not in data.obs:
@@ -331,6 +335,7 @@ def niche_table(data: AnnData | MuData, *, label_key: str = Keys.CELL_TYPE, rows
         np.asarray(data.obs[Keys.N_NEIGHBORS])[part],
         frac[part],
         categories,
+        niche=data.obs[Keys.NICHE].to_numpy()[part] if Keys.NICHE in data.obs else None,
     )
 
 
