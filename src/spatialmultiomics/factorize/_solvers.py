@@ -155,6 +155,14 @@ def _split_g(G: np.ndarray, out_offsets: np.ndarray) -> list[np.ndarray]:
     return [G[:, a:b].copy() for a, b in itertools.pairwise(out_offsets)]
 
 
+def _stop(errors: list[float], it: int, tol: float, log: Callable[..., None], name: str) -> bool:
+    """The stopping rule of every backend: the error's relative decrease since the last check is below ``tol``."""
+    before, now = errors[-2], errors[-1]
+    change = (before - now) / before if before > 0 else 0.0
+    log("%s iteration %d: reconstruction error %.6g, relative change %.3g", name, it, now, change)
+    return change < tol
+
+
 def _alternate(
     row_pass: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]],
     G: np.ndarray,
@@ -187,13 +195,9 @@ def _alternate(
         if it % CHECK_EVERY and it < max_iter:
             continue
         errors.append(float(np.sqrt(_squared_error_after(norm_x2, stats, G))))
-        if it % CHECK_EVERY == 0:
-            before, now = errors[-2], errors[-1]
-            change = (before - now) / before if before > 0 else 0.0
-            log("%s iteration %d: reconstruction error %.6g, relative change %.3g", name, it, now, change)
-            if change < tol:
-                converged = True
-                break
+        if it % CHECK_EVERY == 0 and _stop(errors, it, tol, log, name):
+            converged = True
+            break
     return W, n_iter, errors, converged
 
 

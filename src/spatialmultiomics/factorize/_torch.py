@@ -22,7 +22,7 @@ from spatialmultiomics._errors import InputError
 from spatialmultiomics._log import logger
 from spatialmultiomics._optional import import_optional
 from spatialmultiomics.factorize._rowpass import RowData
-from spatialmultiomics.factorize._solvers import CHECK_EVERY, INNER_DELTA, MAX_INNER, SolverResult
+from spatialmultiomics.factorize._solvers import CHECK_EVERY, INNER_DELTA, MAX_INNER, SolverResult, _stop
 
 __all__ = ["fit_torch", "torch_device"]
 
@@ -194,13 +194,9 @@ def _loop(
             if it % CHECK_EVERY and it < max_iter:
                 continue
             errors.append(error(Wt, G, XG))
-            if it % CHECK_EVERY == 0:
-                before, now = errors[-2], errors[-1]
-                change = (before - now) / before if before > 0 else 0.0
-                log("torch %s iteration %d: reconstruction error %.6g, relative change %.3g", solver, it, now, change)
-                if change < tol:
-                    converged = True
-                    break
+            if it % CHECK_EVERY == 0 and _stop(errors, it, tol, log, f"torch {solver}"):
+                converged = True
+                break
     W_out = np.ascontiguousarray(Wt.T.cpu().numpy(), dtype=np.float32)
     G_out = G.cpu().numpy().astype(np.float32)
     Hs_out = [G_out[:, a:b].copy() for a, b in itertools.pairwise(out_offsets)]
