@@ -209,9 +209,9 @@ def spot_composition(
         transform.apply(np.asarray(cells.obsm[Keys.SPATIAL], dtype=np.float64)[:, :2]), spot_xy, spot_diameter=diameter
     )
     inside = assign >= 0
-    if UNKNOWN not in columns and (cell_type == UNKNOWN).any():
+    if (total == 0).any():  # cells no named factor explains: an Unknown column, last
         columns = [*columns, UNKNOWN]
-    code = np.array([columns.index(t) for t in cell_type])
+    code = np.where(total > 0, best, len(columns) - 1)
     n_spots = mdata.n_obs
     counts = np.zeros((n_spots, len(columns)))
     np.add.at(counts, (assign[inside], code[inside]), 1.0)
@@ -248,12 +248,11 @@ def spot_composition(
         ),
     )
     logger.info(
-        "spot composition: %d of %d %s cells under %d spots typed with the factors; spot type from the cells: "
-        "%d spots (median %d cells), factor-based call kept for %d spots without a cell",
+        "spot composition: %d of %d %s cells under %d spots typed with the factors, spots typed from their cells "
+        "(median %d cells); factor-based call kept for %d spots without a cell",
         int(inside.sum()),
         cells.n_obs,
         modality,
-        int(occupied.sum()),
         int(occupied.sum()),
         int(np.median(n_cells[occupied])) if occupied.any() else 0,
         int((~occupied).sum()),
