@@ -315,6 +315,7 @@ def run_pipeline(
     from spatialmultiomics.align import align as align_modalities
     from spatialmultiomics.align._align import ROUTES
     from spatialmultiomics.annotate._score import UNKNOWN
+    from spatialmultiomics.annotate._spots import spot_modalities
 
     n_factors = _check_n_factors(n_factors)
     align = check_option(align, ROUTES, name="align")
@@ -398,11 +399,7 @@ def run_pipeline(
             factorize.store_k_selection(mdata, selection)
         t = done("factorize", t)
         annotate.annotate(mdata, markers=markers, method=annotation_method)
-        spot_mods = [
-            name
-            for name, entry in mdata.uns.get("alignment", {}).get("modalities", {}).items()
-            if entry.get("route") == "spots" and name in mods
-        ]
+        spot_mods = [name for name in spot_modalities(mdata) if name in mods]
         if len(spot_mods) == 1:  # spots + single cells: type the cells under each spot, count them
             annotate.spot_composition(mdata, mods[spot_mods[0]], modality=spot_mods[0])
         t = done("annotate", t)

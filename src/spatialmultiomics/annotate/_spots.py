@@ -63,6 +63,13 @@ class SpotComposition:
     cells: pd.DataFrame
 
 
+def spot_modalities(mdata: MuData) -> list[str]:
+    """Modalities whose single cells the alignment aggregated into spots (``uns['alignment']``, route ``'spots'``)."""
+    info = mdata.uns.get("alignment", {})
+    entries = info.get("modalities", {}) if hasattr(info, "get") else {}
+    return [name for name, entry in entries.items() if entry.get("route") == "spots"]
+
+
 def _factor_types(mdata: MuData, k: int) -> np.ndarray:
     nmf = mdata.uns.get(Keys.NMF_UNS, {})
     ann = nmf.get("annotation") if hasattr(nmf, "get") else None
@@ -169,7 +176,7 @@ def spot_composition(
     info = mdata.uns.get("alignment", {})
     entries = info.get("modalities", {}) if hasattr(info, "get") else {}
     if modality is None:
-        spot_mods = [name for name, e in entries.items() if e.get("route") == "spots"]
+        spot_mods = spot_modalities(mdata)
         if len(spot_mods) != 1:
             msg = (
                 "modality is required: uns['alignment'] names no single modality aggregated into spots "
