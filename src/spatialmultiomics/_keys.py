@@ -29,6 +29,8 @@ class Keys:
     CELL_TYPE = "cell_type"  # obs: categorical cell type
     CELL_TYPE_CONFIDENCE = "cell_type_confidence"  # obs: float in [0, 1]
     FACTOR = "nmf_factor"  # obs: index of the dominant factor
+    CLUSTER = "annotation_cluster"  # obs: cluster of annotate(method='cluster') (categorical)
+    OVERRIDDEN = "cell_type_overridden"  # obs: bool, the cell's own markers overrode its cluster's name
     NMF = "X_nmf"  # obsm: (n_obs, k) cell loadings W
     NMF_LOADINGS = "nmf_loadings"  # varm of each modality: (n_features, k) = H_b.T
     NMF_UNS = "nmf"  # uns: params, loss, factor annotation table
@@ -36,6 +38,12 @@ class Keys:
     PREPROCESSED = "preprocessed"  # layers: transformed values fed to the factorization
     SCALE_LOW = "scale_low"  # var of intensity modalities: per-channel offset of the scaling (transformed units)
     SCALE_SPAN = "scale_span"  # var of intensity modalities: per-channel spread of the scaling
+    ARCSINH_COFACTOR = "arcsinh_cofactor"  # var of intensity modalities: arcsinh cofactor per channel (NaN: none)
+    INTENSITY_TRANSFORM = "intensity_transform"  # uns of intensity modalities: transform used, rule and reason
+    SPILL_COMPENSATED = "spill_compensated"  # layers of intensity modalities: spillover-compensated values (raw units)
+    SPILLOVER = "spillover"  # uns of intensity modalities: spillover parameters and estimated strength
+    SPILL_STRENGTH = "spill_strength"  # var of intensity modalities: estimated spill strength per channel
+    RAW = "raw"  # layers: the measured values where X was replaced by a corrected version (spillover)
     COMPOSITION = "cell_type_composition"  # obsm of spots: fraction of the spot's cells of each type (DataFrame)
     COMPOSITION_SHARE = "cell_type_share"  # obs of spots: fraction of the spot's cells of the spot's type
     SPOT_CELLS = "spot_cells"  # uns: the single cells under the spots with their transferred types (DataFrame)

@@ -306,3 +306,146 @@ def test_pipeline_end_to_end_with_moved_protein_frame() -> None:
     f_moved = score_labels(truth, moved.shared_labels.set_index("cell_id")["cell_type"])["macro_f1"]
     assert list(moved.shared_labels["cell_id"]) == list(mdata.obs_names)
     assert f_moved >= f_same - 0.05, (f_same, f_moved)
+
+
+def _far_patch(prot: ad.AnnData, seed: int = 0) -> ad.AnnData:
+    """The protein table moved into a 50 µm patch 10^6 µm away, under ids that never match."""
+    rng = np.random.default_rng(seed)
+    out = prot.copy()
+    out.obsm[Keys.SPATIAL] = 1e6 + rng.uniform(0.0, 50.0, size=(prot.n_obs, 2))
+    out.obs_names = [f"p{i}" for i in range(prot.n_obs)]
+    return out
+
+
+def test_frames_that_do_not_overlap_are_refused() -> None:
+    mdata = smo.datasets.paper_benchmark(seed=0)
+    prot = _far_patch(mdata["protein"])
+    with pytest.raises(
+        InputError,
+        match=r"alignment of 'protein' onto 'rna': .*automatic registration failed: the frames do not overlap: "
+        r".*% of the fixed cells \(200 cells over .*\) lie within the moving cloud's footprint .* overlap \d+% "
+        r"\(need >= 50%\), density score 0\.\d+ \(need >= 0\.30\)",
+    ):
+        align({"rna": mdata["rna"], "protein": prot})
+    with pytest.raises(InputError, match="registration failed: the frames do not overlap"):
+        align({"rna": mdata["rna"], "protein": prot}, route="adjacent")
+
+
+def test_cli_refuses_frames_that_do_not_overlap(tmp_path: Path, capsys) -> None:
+    from spatialmultiomics.cli._main import main
+
+    mdata = smo.datasets.paper_benchmark(seed=0)
+    tables = smo.datasets.write_tables(mdata, tmp_path / "in")
+    frame = pd.read_csv(tables["protein"])
+    rng = np.random.default_rng(0)
+    frame[["x", "y"]] = 1e6 + rng.uniform(0.0, 50.0, size=(len(frame), 2))
+    frame["cell_id"] = [f"p{i}" for i in range(len(frame))]
+    frame.to_csv(tables["protein"], index=False)
+    args = ["run", "--tx", str(tables["rna"]), "--prot", str(tables["protein"]), "-o", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--quiet", "--no-figures"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "the frames do not overlap" in err and "need >= 50%" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _jittered_moved_pair(jittered_grid, *, n: int = 1500, seed: int = 40, sigma: float = 3.0):
+    """Same section imaged twice: Gaussian jitter ``sigma`` per axis, 10 % missing, new ids, rotated 12°."""
+    rng = np.random.default_rng(seed)
+    xy = jittered_grid(n, rng, spacing=16.0)  # ~12 µm between neighbouring cells
+    rna = _modality(xy, [f"r{i}" for i in range(n)], 6, seed, counts=True)
+    keep = np.sort(rng.choice(n, int(0.9 * n), replace=False))
+    moved = Transform.from_params(rotation_deg=12.0, translation=(250.0, -180.0), center=xy.mean(axis=0))
+    pxy = moved.apply((xy + rng.normal(0.0, sigma, size=xy.shape))[keep])
+    order = rng.permutation(keep.size)
+    prot = _modality(pxy[order], [f"p{i}" for i in range(keep.size)], 4, seed + 1)
+    truth = pd.Series([f"r{i}" for i in keep[order]], index=prot.obs_names)
+    return rna, prot, truth
+
+
+def _precision_recall(out, truth: pd.Series) -> tuple[float, float]:
+    matched = (out.obs["protein_status"] == "matched").to_numpy()
+    pid = out.obs["protein_id"].to_numpy()[matched]
+    correct = truth.loc[pid].to_numpy() == out.obs_names.to_numpy()[matched]
+    return float(correct.mean()), float(correct.sum() / truth.size)
+
+
+def test_match_radius_from_the_data_keeps_jittered_pairs(jittered_grid, caplog) -> None:
+    import logging
+
+    rna, prot, truth = _jittered_moved_pair(jittered_grid)
+    with caplog.at_level(logging.INFO, logger="spatialmultiomics"):
+        out = align({"rna": rna, "protein": prot})  # match_radius='auto' is the default
+    entry = out.uns["alignment"]["modalities"]["protein"]
+    assert entry["route"] == "register", entry["reason"]
+    assert out.uns["alignment"]["params"]["match_radius_um"] == "auto"
+    chosen = entry["match_radius"]
+    assert chosen["requested"] == "auto" and chosen["found"] and chosen["bound"] in ("recall", "chance")
+    assert chosen["sigma_um"] == pytest.approx(3.0, rel=0.15)
+    assert 7.5 < entry["match_radius_um"] == chosen["radius_um"] < 12.0
+    assert f"match radius {chosen['radius_um']:.3g} µm from the data" in caplog.text
+    precision, recall = _precision_recall(out, truth)
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall)
+    assert (out.obs.loc[out.obs["protein_status"] == "matched", "protein_distance_um"] <= chosen["radius_um"]).all()
+    # the old fixed 5 µm loses about a quarter of the pairs
+    fixed = align({"rna": rna, "protein": prot}, match_radius=5.0)
+    assert fixed.uns["alignment"]["modalities"]["protein"]["match_radius"]["requested"] == 5.0
+    assert _precision_recall(fixed, truth)[1] < 0.8
+    with pytest.raises(InputError, match="match_radius must be 'auto' or a positive number of µm, got 'wide'"):
+        align({"rna": rna, "protein": prot}, match_radius="wide")
+
+
+def test_never_drops_more_than_5_percent_unless_asked(jittered_grid, disk_jitter) -> None:
+    rng = np.random.default_rng(13)
+    cells = jittered_grid(2000, rng)
+    rna = _modality(cells, [f"r{i}" for i in range(cells.shape[0])], 4, 0, counts=True)
+    # the protein section covers only the left 60 % of the RNA section
+    left = cells[:, 0] < 0.6 * cells[:, 0].max()
+    other = rng.random(cells.shape[0]) < 0.5
+    adjacent = _modality(cells[left & other] + 6.0, [f"a{i}" for i in range((left & other).sum())], 3, 1)
+    frame = {"transforms": {"protein": Transform.identity()}}
+    with pytest.raises(
+        InputError,
+        match=r"of 2000 'rna' observations \(\d+%\) have no partner \(protein: \d+ without a "
+        r"partner on route 'adjacent'\); unmatched='impute' leaves out at most 5%",
+    ):
+        align({"rna": rna, "protein": adjacent}, route="adjacent", **frame)
+    kept = align({"rna": rna, "protein": adjacent}, route="adjacent", unmatched="drop", **frame)
+    assert 0.05 * rna.n_obs < kept.uns["alignment"]["n_reference_dropped"] == rna.n_obs - kept.n_obs
+    # same cells: the uncovered ones are imputed from alike cells (kept), or refused when only space may fill them
+    same = _modality(cells[left] + disk_jitter(int(left.sum()), 2.0, rng), [f"s{i}" for i in range(left.sum())], 3, 2)
+    out = align({"rna": rna, "protein": same})
+    assert out.n_obs == rna.n_obs and out.uns["alignment"]["n_reference_dropped"] == 0
+    with pytest.raises(InputError, match="unmatched='impute' leaves out at most 5%"):
+        align({"rna": rna, "protein": same}, impute="nearest")
+    # shared ids for 85 % of the cells: 'auto' imputes the rest instead of joining and dropping 15 %
+    ids = _modality(cells[:1700], [f"r{i}" for i in range(1700)], 3, 3)
+    out = align({"rna": rna, "protein": ids})
+    entry = out.uns["alignment"]["modalities"]["protein"]
+    assert out.n_obs == rna.n_obs and entry["route"] == "ids"
+    assert entry["n_matched"] == 1700 and entry["n_imputed"] == 300
+    assert (out.obs["protein_status"].iloc[:1700] == "id").all() and (
+        out.obs["protein_status"].iloc[1700:] == "imputed"
+    ).all()
+    assert align({"rna": rna, "protein": ids}, unmatched="drop").n_obs == 1700
+    assert align({"rna": rna, "protein": ids}, route="ids").n_obs == 1700
+
+
+def test_auto_route_tries_the_mirror_image(jittered_grid, disk_jitter, caplog) -> None:
+    import logging
+
+    rng = np.random.default_rng(6)
+    xy = jittered_grid(1200, rng)
+    center = xy.mean(axis=0)
+    flip = Transform(np.array([[-1.0, 0.0, 2.0 * center[0]], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), kind="affine")
+    truth = Transform.from_params(rotation_deg=10.0, translation=(400.0, 0.0), center=center).compose(flip)
+    rna = _modality(xy, [f"r{i}" for i in range(1200)], 5, 0, counts=True)
+    prot = _modality(truth.apply(xy + disk_jitter(1200, 2.0, rng)), [f"p{i}" for i in range(1200)], 3, 1)
+    with caplog.at_level(logging.WARNING, logger="spatialmultiomics"):
+        out = align({"rna": rna, "protein": prot})
+    entry = out.uns["alignment"]["modalities"]["protein"]
+    assert entry["route"] == "register" and entry["registration"]["reflected"], entry["reason"]
+    assert "mirrored section" in entry["reason"] and "the unreflected section fit poorly" in entry["reason"]
+    assert "the section is mirrored" in caplog.text
+    assert np.array_equal(out.obs["protein_id"].to_numpy(), [f"p{i}" for i in range(1200)])

@@ -6,7 +6,7 @@ from scipy.optimize import linear_sum_assignment
 
 from spatialmultiomics import InputError
 from spatialmultiomics.align import match_cells
-from spatialmultiomics.align._match import nearest_cells
+from spatialmultiomics.align._match import RADIUS_RECALL, estimate_match_radius, nearest_cells
 
 
 def _planted(jittered_grid, disk_jitter, n: int = 4000, jitter: float = 3.0, missing: float = 0.1, seed: int = 0):
@@ -96,3 +96,56 @@ def test_bad_inputs() -> None:
         match_cells(xy, xy, match_radius=0)
     with pytest.raises(InputError, match=r"method must be one of \['mutual', 'optimal'\], got 'greedy'"):
         match_cells(xy, xy, method="greedy")
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 3.0])
+def test_radius_rule_on_planted_distributions(jittered_grid, sigma: float) -> None:
+    """80 % of the cells paired with Gaussian jitter sigma per axis (a Rayleigh peak), 20 % of them replaced by
+    cells at random places (chance neighbours): the fit finds sigma, and the radius keeps 95-99.9 % of the pairs."""
+    rng = np.random.default_rng(int(sigma * 10))
+    a = jittered_grid(3000, rng, spacing=16.0)
+    paired = rng.random(a.shape[0]) < 0.8
+    b = a + rng.normal(0.0, sigma, size=a.shape)
+    b[~paired] = rng.uniform(a.min(axis=0), a.max(axis=0), size=(int((~paired).sum()), 2))
+    choice = estimate_match_radius(a, b)
+    assert choice.found, choice.message
+    assert choice.sigma == pytest.approx(sigma, rel=0.1)
+    assert choice.paired_fraction == pytest.approx(0.8, abs=0.06)
+    # 3.72 sigma (99.9 % of the pairs), or less where the chance cells start to outnumber the pairs, never below 2.45
+    full = choice.sigma * np.sqrt(-2.0 * np.log(1.0 - RADIUS_RECALL))
+    if choice.bound == "recall":
+        assert choice.radius == pytest.approx(full, rel=1e-9) and full == pytest.approx(3.717 * choice.sigma, rel=1e-3)
+    else:
+        assert choice.bound == "chance" and 2.447 * choice.sigma <= choice.radius < full
+    d_true = np.linalg.norm(b[paired] - a[paired], axis=1)
+    assert np.mean(d_true <= choice.radius) >= 0.95
+    assert choice.expected_recall == pytest.approx(np.mean(d_true <= choice.radius), abs=0.02)
+    assert f"match radius {choice.radius:.3g} µm from the data" in choice.message
+    stored = choice.to_dict()
+    assert stored["radius_um"] == choice.radius and stored["bound"] == choice.bound
+
+
+def test_radius_rule_without_a_paired_peak(jittered_grid) -> None:
+    rng = np.random.default_rng(3)
+    a = jittered_grid(2000, rng)
+    b = rng.uniform(a.min(axis=0), a.max(axis=0), size=(2000, 2))  # the same area, other cells
+    choice = estimate_match_radius(a, b, fallback=5.0)
+    assert not choice.found and choice.bound == "fallback" and choice.radius == 5.0
+    assert "no tight paired peak" in choice.message
+    assert not estimate_match_radius(a, b + 5000.0).found  # no overlap at all
+    few = estimate_match_radius(a[:10], b[:10], fallback=4.0)
+    assert few.radius == 4.0 and "too few cells" in few.message
+
+
+def test_radius_rule_identical_positions_and_crowded_chance(jittered_grid) -> None:
+    rng = np.random.default_rng(4)
+    a = jittered_grid(2000, rng)
+    same = estimate_match_radius(a, a[rng.permutation(2000)[:1800]])
+    assert same.found and same.bound == "floor" and same.radius == pytest.approx(0.05 * same.spacing)
+    # a few pairs among many unrelated cells: chance neighbours cap the radius, never below 2.45 sigma
+    b = np.vstack([a[:500] + rng.normal(0.0, 3.0, size=(500, 2)), rng.uniform(a.min(), a.max(), size=(6000, 2))])
+    crowded = estimate_match_radius(a, b)
+    assert crowded.found and crowded.bound == "chance", crowded.message
+    assert 2.44 * crowded.sigma <= crowded.radius < 3.72 * crowded.sigma
+    with pytest.raises(InputError, match="fallback must be a finite number > 0"):
+        estimate_match_radius(a, a, fallback=0.0)

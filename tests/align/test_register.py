@@ -153,3 +153,47 @@ def test_align_passes_allow_reflection(jittered_grid, disk_jitter) -> None:
     info = out.uns["alignment"]["modalities"]["protein"]
     assert "mirrored" in info["registration"]["message"]
     assert np.array_equal(out.obs["protein_id"].to_numpy(), [f"p{i}" for i in range(1200)])
+
+
+def test_small_patch_far_away_is_refused_with_the_overlap(jittered_grid) -> None:
+    """A dense 50 µm patch 10^6 µm away from a 500 µm section: no density fit may "register" it."""
+    rng = np.random.default_rng(31)
+    fixed = jittered_grid(1500, rng)
+    moving = 1e6 + rng.uniform(0.0, 50.0, size=(300, 2))
+    res = register(moving, fixed, on_failure="ignore")
+    assert not res.success and res.method == "density"
+    assert res.message.startswith("the frames do not overlap"), res.message
+    assert res.overlap < 0.1 and res.overlap_fixed < 0.1
+    assert "need >= 50%" in res.message and "density score" in res.message and "need >= 0.30" in res.message
+    assert "300 cells over" in res.message and "1500 cells over" in res.message
+    stored = res.to_dict()
+    assert stored["overlap"] == pytest.approx(res.overlap) and not stored["reflected"]
+    with pytest.raises(InputError, match=r"registration failed: the frames do not overlap: .* overlap \d+% \(need"):
+        register(moving, fixed)
+
+
+def test_overlap_is_reported_for_a_good_fit(jittered_grid, disk_jitter) -> None:
+    rng = np.random.default_rng(32)
+    fixed = jittered_grid(1200, rng)
+    truth = Transform.from_params(rotation_deg=12.0, translation=(200.0, -100.0))
+    res = register(truth.apply(fixed + disk_jitter(1200, 2.0, rng)), fixed)
+    assert res.success and res.overlap_fixed > 0.95 and res.overlap_moving > 0.95
+
+
+def test_mirror_is_tried_automatically_when_the_plain_fit_is_poor(jittered_grid, disk_jitter) -> None:
+    rng = np.random.default_rng(21)
+    fixed = jittered_grid(1500, rng)
+    center = fixed.mean(axis=0)
+    flip = Transform(np.array([[-1.0, 0.0, 2.0 * center[0]], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), kind="affine")
+    truth = Transform.from_params(rotation_deg=25.0, translation=(300.0, -200.0), center=center).compose(flip)
+    moving = truth.apply(fixed + disk_jitter(1500, 3.0, rng))
+    res = register(moving, fixed, allow_reflection="auto")
+    assert res.success and res.method == "points" and res.to_dict()["reflected"], res.message
+    assert "mirrored section" in res.message and "the unreflected section fit poorly" in res.message
+    assert _error_um(res.transform, truth, fixed) <= 2.0
+    # a section that fits without the mirror is not searched again and keeps its plain transform
+    plain = Transform.from_params(rotation_deg=-15.0, translation=(100.0, 50.0), center=center)
+    res = register(plain.apply(fixed), fixed, allow_reflection="auto")
+    assert res.success and np.linalg.det(res.transform.linear) > 0 and "mirror" not in res.message
+    with pytest.raises(InputError, match="allow_reflection must be True, False or 'auto', got 'yes'"):
+        register(moving, fixed, allow_reflection="yes")

@@ -50,7 +50,7 @@ def test_paper_method_on_perfect_factors_is_exact(bench):
 
 
 def test_auto_method_on_perfect_factors(bench):
-    res = annotate(bench, markers=dict(bench.uns["markers"]), inplace=False)
+    res = annotate(bench, markers=dict(bench.uns["markers"]), method="auto", inplace=False)
     assert isinstance(res, AnnotationResult)
     assert "cell_type" not in bench.obs  # inplace=False leaves the container alone
     truth = bench.obs["true_cell_type"].astype(str).to_numpy()
@@ -64,7 +64,7 @@ def test_auto_method_on_perfect_factors(bench):
 
 def test_slots_nested_under_nmf_and_roundtrip(bench, tmp_path):
     bench.uns["nmf"] = {"n_iter": 5}
-    annotate(bench, markers=dict(bench.uns["markers"]))
+    annotate(bench, markers=dict(bench.uns["markers"]), method="auto")
     ann = bench.uns["nmf"]["annotation"]
     assert {"factor", "cell_type", "score", "paper_cell_type", "top_genes", "top_proteins", "params"} <= set(ann)
     assert "annotation" not in bench.uns
@@ -77,7 +77,7 @@ def test_slots_nested_under_nmf_and_roundtrip(bench, tmp_path):
 
 def test_types_missing_from_the_reference_become_unknown(bench):
     markers = {t: v for t, v in PAPER_MARKERS.items() if t != "Fibroblasts"}
-    res = annotate(bench, markers=markers, inplace=False)
+    res = annotate(bench, markers=markers, method="auto", inplace=False)
     truth = bench.obs["true_cell_type"].astype(str).to_numpy()
     calls = res.cell_type.astype(str).to_numpy()
     assert np.mean(calls[truth == "Fibroblasts"] == "Unknown") >= 0.9
@@ -102,7 +102,7 @@ def test_markers_method_needs_no_factors():
 
 
 def test_builtin_reference_names_the_benchmark(bench):
-    res = annotate(bench, inplace=False)  # markers=None: the built-in immune_tme reference
+    res = annotate(bench, method="auto", inplace=False)  # markers=None: the built-in immune_tme reference
     truth = bench.obs["true_cell_type"].astype(str).to_numpy()
     calls = res.cell_type.astype(str).to_numpy()
     for true, called in (("Macrophages", "Macrophages"), ("Epithelial", "Epithelial"), ("Fibroblasts", "Fibroblasts")):
@@ -135,7 +135,7 @@ def test_tissue_auto_finds_every_type_and_confidence_is_informative():
     joint_nmf(mdata, n_components=12, seed=0)
     truth = mdata.obs["true_cell_type"].astype(str).to_numpy()
     types = list(mdata.obs["true_cell_type"].cat.categories)
-    res = annotate(mdata, markers=dict(mdata.uns["markers"]), inplace=False)
+    res = annotate(mdata, markers=dict(mdata.uns["markers"]), method="auto", inplace=False)
     calls = res.cell_type.astype(str).to_numpy()
     assert set(types) <= set(calls)
     f1 = f1_score(truth, calls, labels=types, average="macro", zero_division=0)
@@ -167,7 +167,7 @@ def test_tissue_auto_finds_every_type_and_confidence_is_informative():
 def test_argument_errors(bench, kwargs, match):
     kwargs.setdefault("markers", dict(bench.uns["markers"]))
     with pytest.raises(InputError, match=match):
-        annotate(bench, **kwargs)
+        annotate(bench, **{"method": "auto", **kwargs})
 
 
 def test_slot_errors(bench):
@@ -180,7 +180,10 @@ def test_slot_errors(bench):
         annotate(bench, markers=markers)
     del bench.obsm["X_nmf"]
     with pytest.raises(InputError, match="X_nmf"):
-        annotate(bench, markers=markers)
+        annotate(bench, markers=markers, method="auto")
+    # the clustering method needs the preprocessed values, not the factors, and says so
+    with pytest.raises(InputError, match=r"layers\['preprocessed'\].*smo.pp.preprocess"):
+        annotate(bench, markers=markers, method="cluster")
 
 
 def test_low_k_rare_types_keep_their_protein_evidence(bench):
@@ -199,7 +202,7 @@ def test_low_k_rare_types_keep_their_protein_evidence(bench):
     rare = ["Tregs", "Plasma cells", "NK cells", "Dendritic cells", "Neutrophils"]
     f1, calls = {}, {}
     for denoise in ("auto", "counts", "all"):
-        res = annotate(mdata, markers=dict(mdata.uns["markers"]), denoise=denoise, inplace=False)
+        res = annotate(mdata, markers=dict(mdata.uns["markers"]), method="auto", denoise=denoise, inplace=False)
         assert res.params["denoise"] == denoise
         calls[denoise] = res.cell_type.astype(str).to_numpy()
         f1[denoise] = f1_score(truth, calls[denoise], labels=rare, average=None, zero_division=0)
@@ -207,13 +210,16 @@ def test_low_k_rare_types_keep_their_protein_evidence(bench):
     assert f1["auto"].min() >= 0.85
     assert f1["all"].min() < f1["auto"].min() - 0.05
     # every type named (perfect factors of the paper benchmark): 'auto' denoises the proteins too
-    full = {d: annotate(bench, markers=dict(bench.uns["markers"]), denoise=d, inplace=False) for d in ("auto", "all")}
+    full = {
+        d: annotate(bench, markers=dict(bench.uns["markers"]), method="auto", denoise=d, inplace=False)
+        for d in ("auto", "all")
+    }
     assert np.array_equal(full["auto"].cell_scores.to_numpy(), full["all"].cell_scores.to_numpy())
 
 
 def test_extend_adds_user_types_to_the_builtin_reference(bench):
     mine = {"Melanocytes": {"genes": ["PMEL", "MLANA"], "proteins": ["SOX10"]}}
-    res = annotate(bench, markers=mine, extend=True, inplace=False)
+    res = annotate(bench, markers=mine, extend=True, method="auto", inplace=False)
     assert res.params["markers"] == "immune_tme+markers"
     assert "Melanocytes" in res.params["types_dropped"]  # not in this panel
     truth = bench.obs["true_cell_type"].astype(str).to_numpy()

@@ -15,8 +15,19 @@ def test_immune_tme_reference_content():
     }  # fmt: skip
     assert needed <= set(ref.types)
     for t in ref.types:
-        assert len(ref.get(t, "rna")) >= 3, t
         assert len(ref.get(t, "protein")) >= 1, t
+    # the final types of the flat methods carry their lineage's markers: at least 3 genes each
+    flat = ref.flat()
+    assert needed <= set(flat.types)
+    for t in flat.types:
+        assert len(flat.get(t, "rna")) >= 3, t
+    # the lineage hierarchy an immunologist gates by
+    assert ref.ancestors("Tregs") == ["CD4 T cells", "T cells", "Immune cells"]
+    assert ref.ancestors("Macrophages") == ["Myeloid cells", "Immune cells"]
+    assert ref.ancestors("Smooth muscle") == ["Stromal cells"]
+    assert ref.get_negative("NK cells", "protein") == ("CD3",)
+    assert "CD45" in ref.get_negative("Epithelial", "protein")
+    assert set(ref.group) == {"Immune cells", "T cells", "Myeloid cells", "Stromal cells"}
 
 
 def test_reference_proteins_find_common_panel_spellings():
@@ -24,9 +35,14 @@ def test_reference_proteins_find_common_panel_spellings():
     panel = ["Pan-Keratin", "E-Cadherin", "alpha-SMA", "CD3e", "CD45", "HLADR", "CD8a", "CD20", "CD68", "FoxP3"]
     found = match_markers(ref, {"protein": panel})
     assert found["Epithelial"]["protein"].tolist() == [0, 1]
-    assert found["CD8 T cells"]["protein"].tolist() == [3, 6]
-    assert found["Tregs"]["protein"].tolist() == [3, 9]
+    assert found["T cells"]["protein"].tolist() == [3]
+    assert found["Immune cells"]["protein"].tolist() == [4]
+    assert found["CD8 T cells"]["protein"].tolist() == [6]
+    assert found["Tregs"]["protein"].tolist() == [9]
     assert found["Smooth muscle"]["protein"].tolist() == [2]
+    flat = match_markers(ref.flat(), {"protein": panel})
+    assert flat["CD8 T cells"]["protein"].tolist() == [6, 3, 4]  # own marker, then T cells', then Immune cells'
+    assert flat["Tregs"]["protein"].tolist() == [9, 3, 4]
 
 
 def test_unknown_reference_name():

@@ -42,7 +42,10 @@ def test_intensity_scaling_removes_background_and_equalises_channels() -> None:
 def test_bad_values_are_refused() -> None:
     with pytest.raises(InputError, match="RNA counts contains negative values"):
         normalize_counts(ad.AnnData(np.array([[1.0, -1.0]], dtype=np.float32)))
-    with pytest.raises(InputError, match=r"protein_transform must be one of \['arcsinh', 'log1p', 'none'\]"):
+    with pytest.raises(
+        InputError,
+        match=r"protein_transform must be one of \['auto', 'arcsinh', 'arcsinh_background', 'clr', 'log1p', 'none'\]",
+    ):
         scale_intensities(ad.AnnData(np.ones((2, 2), dtype=np.float32)), transform="sqrt")
 
 

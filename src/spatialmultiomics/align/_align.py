@@ -13,19 +13,31 @@ ids, coordinates and frame. Every other modality is linked to the reference by o
     the reference is Visium-like spots: the other modality's cells inside each spot's footprint are averaged
     (intensities) or summed (counts), after registration when the frames differ;
 ``'adjacent'``
-    different cells (serial sections): after registration, each reference cell receives the distance-weighted mean
-    profile of its ``n_neighbors`` nearest cells of the other modality.
+    different cells (serial sections): each reference cell receives the score-weighted mean profile of the
+    ``n_neighbors`` cells of the other modality it matches by expression (:func:`integrate_unpaired`: linked
+    protein <-> gene features, smoothing, a joint CCA space); cells without a trusted match are imputed from the
+    trusted cells alike in the joint space (or dropped with ``unmatched='drop'``). When the panels share no linked
+    feature, the distance-weighted mean of the ``n_neighbors`` nearest cells after registration, as before.
 
 ``route='auto'`` picks, per modality: ids when most ids are shared (and, for ids made up from row numbers, when the
 paired cells sit at the same place); spots when the reference is Visium-like; match when the cells pair up in the
 current frame clearly more often than chance; otherwise it registers, and uses the cell matching when the cells then
 pair up, or the adjacent-section transfer (with a warning) when only the tissue density matched.
 
+The match radius (``match_radius='auto'``, default) is chosen per modality after registration, from the distribution
+of nearest-partner distances (:func:`~spatialmultiomics.align._match.estimate_match_radius`: a tight Rayleigh peak of
+paired cells over chance neighbours); decisions taken before that (same frame? which cells pair during the
+registration? do row-number ids sit at the same place?) use 5 µm. A number fixes the radius.
+
 Reference cells left without a partner are imputed (``unmatched='impute'``) or dropped (``'drop'``). Imputation
 takes the mean partner profile of the matched cells most alike in the reference modality (``impute='expression'``,
 default) or, as the seed promised, the profile of the nearest cell of the other modality within
 ``max_impute_distance`` (``impute='nearest'``; the default for empty spots). Every choice and count is logged and stored in
-``mdata.uns['alignment']``.
+``mdata.uns['alignment']``. With ``unmatched='impute'`` a run never leaves out more than 5 % of the reference
+observations: when more would have no partner (the other modality covers only part of the reference, frames that
+do not overlap), it refuses with the counts and the overlap instead (``unmatched='drop'`` keeps the part that pairs).
+When ids are shared but more than 5 % of the reference has no id partner, ``route='auto'`` imputes those cells the
+same way instead of joining (an explicit ``route='ids'`` joins and drops).
 """
 
 from __future__ import annotations
@@ -45,7 +57,7 @@ from spatialmultiomics._mudata import make_mudata
 from spatialmultiomics._validate import check_option, check_positive, check_positive_int
 from spatialmultiomics._warnings import warn
 from spatialmultiomics.align._join import join_by_id
-from spatialmultiomics.align._match import check_coords, match_cells, nearest_cells
+from spatialmultiomics.align._match import check_coords, estimate_match_radius, match_cells, nearest_cells
 from spatialmultiomics.align._register import RegistrationResult, register
 from spatialmultiomics.align._spots import assign_cells_to_spots, looks_like_spots, spot_weights
 from spatialmultiomics.align._transform import Transform
@@ -54,7 +66,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from mudata import MuData
 
-__all__ = ["ROUTES", "align"]
+__all__ = ["ROUTES", "align", "check_match_radius"]
 
 ROUTES = ("auto", "ids", "match", "register", "spots", "adjacent")
 #: how unmatched cells are imputed: from the nearest cell in space, or from the matched cells alike in expression
@@ -62,6 +74,22 @@ IMPUTE = ("nearest", "expression")
 _EXPRESSION_NEIGHBORS = 10
 #: obsm key, in each non-reference modality, of the coordinates of the source cell in that modality's own frame
 SOURCE_SPATIAL = "spatial_source"
+#: with ``match_radius='auto'``: the radius (µm) of the decisions taken before the data can set one (same frame?
+#: registration pairs, id positions) and the fallback when the distances show no paired peak
+PROVISIONAL_RADIUS = 5.0
+#: ``unmatched='impute'`` refuses rather than drop more than this share of the reference observations
+MAX_DROPPED = 0.05
+
+
+def check_match_radius(value: Any, *, name: str = "match_radius") -> float | str:
+    """Return ``'auto'`` or ``value`` as a positive float (numbers given as text, e.g. from a CLI, are accepted)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return check_positive(value, name=name)
+    except InputError:
+        msg = f"{name} must be 'auto' or a positive number of µm, got {value!r}."
+        raise InputError(msg) from None
 
 
 @dataclass
@@ -78,6 +106,7 @@ class _Link:
     registration: RegistrationResult | None = None
     n_cells: np.ndarray | None = None  # spots: cells per spot
     counts: dict[str, Any] = field(default_factory=dict)
+    radius: dict[str, Any] = field(default_factory=dict)  # how the match radius was chosen (cell routes)
 
 
 def _one_hot(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -352,6 +381,59 @@ def _adjacent_link(
     return _Link("adjacent", reason, weights, source, status, distance, transform, registration, counts=counts)
 
 
+def _expression_link(
+    ref: AnnData,
+    other: AnnData,
+    ref_xy: np.ndarray,
+    other_xy: np.ndarray,
+    *,
+    names: tuple[str, str],
+    reason: str,
+    transform: Transform,
+    registration: RegistrationResult | None,
+    n_matches: int,
+    unmatched: str,
+    seed: int | None,
+) -> _Link | None:
+    """Adjacent sections: each reference cell takes the score-weighted mean profile of the cells of the other
+    modality it matches by expression (:func:`~spatialmultiomics.align.integrate_unpaired`); cells without a trusted
+    match are imputed from the trusted cells nearest in the joint space (``unmatched='impute'``) or left without a
+    partner. None when the panels share no linked feature (the caller then falls back to the nearest cells)."""
+    from spatialmultiomics.align._integrate import integrate_unpaired
+
+    try:
+        res = integrate_unpaired(ref, other, n_matches=n_matches, names=names, seed=0 if seed is None else seed)
+    except InputError as exc:
+        logger.warning("alignment of %r: no matching by expression (%s); using the nearest cells", names[1], exc)
+        return None
+    trusted = res.trusted()
+    weights = res.weights(untrusted="impute" if unmatched == "impute" else "drop")
+    has = np.asarray(weights.getnnz(axis=1)) > 0
+    status = np.where(trusted, "integrated", np.where(has, "imputed", "")).astype(object)
+    best, best_score = res.best()
+    source = np.where(has, best, -1).astype(np.int64)
+    distance = np.full(ref_xy.shape[0], np.nan)
+    distance[has] = np.linalg.norm(ref_xy[has] - other_xy[source[has]], axis=1)
+    diag = res.diagnostics
+    counts = {
+        "method": "expression",
+        "n_integrated": int(trusted.sum()),
+        "n_imputed": int((has & ~trusted).sum()),
+        "n_reference_unmatched": int((~has).sum()),
+        "n_matches": n_matches,
+        "n_links": diag["n_links"],
+        "links": ", ".join(diag["links"]),
+        "min_score": float(res.min_score),
+        "median_score": float(np.nanmedian(best_score)),
+        "canonical_correlations": diag["canonical_correlations"][:5],
+        "median_partner_distance_um": float(np.nanmedian(distance)) if has.any() else float("nan"),
+        "n_other_unused": int(other.n_obs - np.unique(weights.indices).size),
+        "integration_seconds": diag["seconds"]["total"],
+    }
+    reason = f"{reason}; cells matched by expression on {diag['n_links']} linked features"
+    return _Link("adjacent", reason, weights, source, status, distance, transform, registration, counts=counts)
+
+
 def _matched_fraction(ref_xy: np.ndarray, other_xy: np.ndarray, radius: float, n_jobs: int) -> tuple[float, float]:
     """Share of cells paired in the current frame, and the share paired at a wrong offset (chance)."""
     n = max(1, min(ref_xy.shape[0], other_xy.shape[0]))
@@ -366,10 +448,10 @@ def align(
     *,
     route: str = "auto",
     reference: str | None = None,
-    match_radius: float = 5.0,
+    match_radius: float | str = "auto",
     unmatched: str = "impute",
     impute: str = "expression",
-    method: str = "mutual",
+    method: str = "optimal",
     kind: str = "rigid",
     landmarks: Mapping[str, tuple[Any, Any]] | None = None,
     transforms: Mapping[str, Transform | Mapping[str, Any]] | None = None,
@@ -394,10 +476,15 @@ def align(
         Modality whose observations become the rows (default: the Visium-like modality when one side is spots,
         else the first modality).
     match_radius
-        Largest distance (µm) between two matched cells (default 5 µm); also the pairing distance of registration.
+        Largest distance (µm) between two matched cells. ``'auto'`` (default): chosen per modality from the data
+        after registration (3.72 sigma of the fitted jitter, keeping 99.9 % of the pairs, less where chance
+        neighbours would outnumber partners; 5 µm when the cells show no paired peak), reported in the log and in
+        ``uns['alignment']['modalities'][name]['match_radius']``. A number fixes it and is also the pairing
+        distance of the registration (5 µm with ``'auto'``).
     unmatched
-        ``'impute'``: a reference observation without a partner takes the profile of the nearest cell of the other
-        modality (within ``max_impute_distance``); ``'drop'``: it is removed. Route ``'ids'`` always drops.
+        ``'impute'``: a reference observation without a partner is imputed (see ``impute``); more than 5 % of the
+        reference left without a partner is refused, not dropped; ``'drop'``: they are removed. Route ``'ids'``
+        always drops.
     impute
         How a cell without a partner is imputed: ``'expression'`` (default: the mean partner profile of the 10
         matched cells whose own reference profiles are most alike, i.e. nearest in the reference modality's
@@ -405,7 +492,10 @@ def align(
         seed's rule; measured: the imputed cells of a 12-type tissue got the right type 41-44 % of the time, against
         89-91 % with ``'expression'``). Empty spots always use ``'nearest'``.
     method
-        Cell matching: ``'mutual'`` (mutual nearest neighbours) or ``'optimal'`` (minimum-cost assignment).
+        Cell matching: ``'optimal'`` (default: minimum-cost assignment) or ``'mutual'`` (mutual nearest
+        neighbours). With the radius from the data, jittered neighbours compete for partners and the assignment
+        resolves them better (measured at sigma = 3 µm per axis on the synthetic tissue: precision / recall
+        0.96 / 0.96 against 0.92 / 0.90).
     kind
         Transform family for registration: ``'rigid'``, ``'similarity'`` or ``'affine'``.
     landmarks
@@ -418,11 +508,13 @@ def align(
         Rotations searched by the automatic registration (180: any).
     allow_reflection
         Let the automatic registration also try the mirror image of each partner section (mounted face down);
-        see :func:`register`.
+        see :func:`register`. Even without it, ``route='auto'`` tries the mirror image when the plain fit does not
+        pair the cells one to one, and uses it (with a logged warning) only when the mirrored cells do pair.
     spot_diameter
         Spot footprint diameter in µm (Visium: 55).
     n_neighbors
-        Cells averaged per reference observation in the adjacent-section transfer.
+        Cells averaged per reference observation in the adjacent-section transfer (matches by expression, or
+        nearest cells when the panels share no linked feature).
     max_impute_distance
         Largest distance (µm) for imputation and transfer; default ``5 * match_radius`` for cells (the adjacent
         transfer uses twice that) and one spot spacing (100 µm) for spots.
@@ -442,7 +534,8 @@ def align(
     - in each other modality, ``X`` (and layers) built from its source cells, ``obsm['spatial']`` the reference
       coordinates and ``obsm['spatial_source']`` the source cell's coordinates in that modality's own frame;
     - ``uns['alignment']``: route, reference, reasons, counts (matched, imputed, dropped, unused), residual (µm),
-      transform (moving -> reference) per modality and the parameters.
+      transform (moving -> reference), registration diagnostics (overlap, density score, reflection) and, for
+      matched cells, the match radius and how it was chosen (``match_radius``), per modality, and the parameters.
 
     Examples
     --------
@@ -469,7 +562,8 @@ def align(
             msg = f"mods[{name!r}] has duplicate obs_names (e.g. {dup!r}); ids must be unique."
             raise InputError(msg)
     route = check_option(route, ROUTES, name="route")
-    radius = check_positive(match_radius, name="match_radius")
+    radius = check_match_radius(match_radius)
+    r0 = PROVISIONAL_RADIUS if radius == "auto" else float(radius)
     unmatched = check_option(unmatched, ("impute", "drop"), name="unmatched")
     impute = check_option(impute, IMPUTE, name="impute")
     method = check_option(method, ("mutual", "optimal"), name="method")
@@ -517,10 +611,15 @@ def align(
     # the whole container on ids: the plain join, as before
     if route == "ids" or (route == "auto" and not landmarks and not given):
         checks = {
-            n: _ids_link(ref, mods[n], match_radius=radius, check_place=_generated_ids(ref) or _generated_ids(mods[n]))
+            n: _ids_link(ref, mods[n], match_radius=r0, check_place=_generated_ids(ref) or _generated_ids(mods[n]))
             for n in others
         }
-        if route == "ids" or all(ok for ok, _ in checks.values()):
+        # 'auto' joins (and drops the unshared cells) only when that leaves out at most 5 % of the reference
+        shared = np.ones(ref.n_obs, dtype=bool)
+        for n in others:
+            shared &= ref.obs_names.isin(mods[n].obs_names)
+        few = unmatched == "drop" or ref.n_obs - int(shared.sum()) <= MAX_DROPPED * ref.n_obs
+        if route == "ids" or (all(ok for ok, _ in checks.values()) and few):
             mdata = join_by_id(mods, coordinates_from=reference)
             info = mdata.uns["alignment"]
             info.update(
@@ -567,7 +666,7 @@ def _link_one(
     route: str,
     reference: str,
     spotty: dict[str, tuple[bool, str]],
-    radius: float,
+    radius: float | str,
     unmatched: str,
     impute: str,
     method: str,
@@ -583,10 +682,11 @@ def _link_one(
     n_jobs: int,
 ) -> _Link:
     other_xy = check_coords(other.obsm[Keys.SPATIAL], name=f"mods[{name!r}].obsm['spatial']")
-    cell_impute = max_impute_distance if max_impute_distance is not None else 5.0 * radius
+    r0 = PROVISIONAL_RADIUS if radius == "auto" else float(radius)
+    cell_impute = max_impute_distance if max_impute_distance is not None else 5.0 * r0
     spot_impute = max_impute_distance if max_impute_distance is not None else 100.0
 
-    def do_register(sections: str, on_failure: str) -> RegistrationResult:
+    def do_register(sections: str, on_failure: str, reflection: bool | str = allow_reflection) -> RegistrationResult:
         if given is not None:
             msg = f"{given.kind} transform given (rotation {given.rotation_deg:.2f}°, scale {given.scale:.4g})"
             return RegistrationResult(given, float("nan"), 0, True, msg, "given")
@@ -597,22 +697,29 @@ def _link_one(
             landmarks=landmarks,
             sections=sections,
             max_rotation_deg=max_rotation_deg,
-            max_pair_distance=radius,
+            max_pair_distance=r0,
             on_failure=on_failure,
-            allow_reflection=allow_reflection,
+            allow_reflection=reflection,
             seed=seed,
         )
 
     def cells(route_: str, reason: str, reg: RegistrationResult | None) -> _Link:
         t = reg.transform if reg is not None else Transform.identity()
-        return _cell_link(
+        moved = t.apply(other_xy)
+        if radius == "auto":
+            choice = estimate_match_radius(ref_xy, moved, fallback=PROVISIONAL_RADIUS, n_jobs=n_jobs)
+            chosen = {"requested": "auto", **choice.to_dict()}
+            logger.info("alignment %s -> %s: %s", name, reference, choice.message)
+        else:
+            chosen = {"requested": r0, "radius_um": r0, "message": f"match radius {r0:g} µm as given"}
+        link = _cell_link(
             ref_xy,
-            t.apply(other_xy),
+            moved,
             route=route_,
             reason=reason,
             transform=t,
             registration=reg,
-            match_radius=radius,
+            match_radius=float(chosen["radius_um"]),
             method=method,
             unmatched=unmatched,
             impute=impute,
@@ -620,9 +727,26 @@ def _link_one(
             max_impute=cell_impute,
             n_jobs=n_jobs,
         )
+        link.radius = chosen
+        return link
 
     def adjacent(reason: str, reg: RegistrationResult | None) -> _Link:
         t = reg.transform if reg is not None else Transform.identity()
+        by_expression = _expression_link(
+            ref,
+            other,
+            ref_xy,
+            t.apply(other_xy),
+            names=(reference, name),
+            reason=reason,
+            transform=t,
+            registration=reg,
+            n_matches=n_neighbors,
+            unmatched=unmatched,
+            seed=seed,
+        )
+        if by_expression is not None:
+            return by_expression
         return _adjacent_link(
             ref_xy,
             t.apply(other_xy),
@@ -674,9 +798,16 @@ def _link_one(
 
     # auto
     if landmarks is None and given is None:
-        ok, why = _ids_link(ref, other, match_radius=radius, check_place=_generated_ids(ref) or _generated_ids(other))
+        ok, why = _ids_link(ref, other, match_radius=r0, check_place=_generated_ids(ref) or _generated_ids(other))
         if ok:
-            return _ids_only(ref, other, reason=why)
+            return _ids_only(
+                ref,
+                other,
+                reason=why,
+                unmatched=unmatched,
+                ref_embedding=lambda: _embed(ref.X, counts=_kind_of(ref, reference) == "counts", seed=seed),
+                n_jobs=n_jobs,
+            )
     if spotty[reference][0] and not spotty[name][0]:
         return spots(f"reference {reference!r} is Visium-like ({spotty[reference][1]})")
     if spotty[name][0] and not spotty[reference][0]:
@@ -686,15 +817,16 @@ def _link_one(
         )
         raise InputError(msg)
     if landmarks is None and given is None:
-        frac, null = _matched_fraction(ref_xy, other_xy, radius, n_jobs)
+        frac, null = _matched_fraction(ref_xy, other_xy, r0, n_jobs)
         if frac >= 0.5 and frac >= null + 0.2:
-            return cells(
-                "match", f"same frame: {frac:.0%} of cells pair within {radius:g} µm (chance {null:.0%})", None
-            )
-        why = f"only {frac:.0%} of cells pair within {radius:g} µm in the given frames (chance {null:.0%})"
+            return cells("match", f"same frame: {frac:.0%} of cells pair within {r0:g} µm (chance {null:.0%})", None)
+        why = f"only {frac:.0%} of cells pair within {r0:g} µm in the given frames (chance {null:.0%})"
     else:
         why = "landmarks given" if given is None else "transform given"
-    reg = do_register("auto", "ignore")
+    # a section mounted face down pairs with nothing until it is mirrored: try that when the plain fit is poor
+    reg = do_register("auto", "ignore", reflection=True if allow_reflection else "auto")
+    if reg.success and np.linalg.det(reg.transform.linear) < 0 and not allow_reflection:
+        logger.warning("alignment of %r: the section is mirrored; %s", name, reg.message)
     if not reg.success:
         msg = (
             f"alignment of {name!r} onto {reference!r}: {why}, and automatic registration failed: {reg.message}. "
@@ -708,28 +840,60 @@ def _link_one(
             return link
     reason = f"{why}; {reg.message}; the cells do not pair up one to one, so the sections are treated as adjacent"
     warn(
-        f"alignment of {name!r}: {reason}. Profiles are transferred from the {n_neighbors} nearest cells; "
-        "expect cell-level errors (see docs/alignment.md)."
+        f"alignment of {name!r}: {reason}. Profiles are transferred from the cells matched by expression (linked "
+        f"features), or from the {n_neighbors} nearest cells when the panels share none; see docs/alignment.md."
     )
     return adjacent(reason, reg)
 
 
-def _ids_only(ref: AnnData, other: AnnData, *, reason: str) -> _Link:
+def _ids_only(
+    ref: AnnData,
+    other: AnnData,
+    *,
+    reason: str,
+    unmatched: str,
+    ref_embedding: Callable[[], np.ndarray],
+    n_jobs: int,
+) -> _Link:
+    """Link on shared ids; with ``unmatched='impute'`` the reference cells without an id partner are imputed from
+    the id-matched cells most alike in the reference modality (as unmatched cells of the matching routes)."""
     idx = other.obs_names.get_indexer(ref.obs_names)
     ok = np.flatnonzero(idx >= 0)
     n_ref = ref.n_obs
     status = np.where(idx >= 0, "id", "").astype(object)
     source = idx.astype(np.int64)
+    ref_xy = np.asarray(ref.obsm[Keys.SPATIAL], dtype=np.float64)[:, :2]
+    other_xy = np.asarray(other.obsm[Keys.SPATIAL], dtype=np.float64)[:, :2]
     d = np.full(n_ref, np.nan)
-    d[ok] = np.linalg.norm(
-        np.asarray(ref.obsm[Keys.SPATIAL])[ok, :2] - np.asarray(other.obsm[Keys.SPATIAL])[idx[ok], :2], axis=1
-    )
+    d[ok] = np.linalg.norm(ref_xy[ok] - other_xy[idx[ok]], axis=1)
+    rows, cols, vals = [ok], [idx[ok]], [np.ones(ok.size)]
+    n_imputed = 0
+    if unmatched == "impute" and 0 < ok.size < n_ref:
+        n_imputed = _impute_by_expression(
+            status,
+            rows,
+            cols,
+            vals,
+            d,
+            source,
+            ref_embedding(),
+            ok,
+            idx[ok],
+            ref_xy,
+            other_xy,
+            k=_EXPRESSION_NEIGHBORS,
+            n_jobs=n_jobs,
+        )
     counts = {
         "n_matched": int(ok.size),
-        "n_reference_unmatched": int(n_ref - ok.size),
+        "n_imputed": n_imputed,
+        "n_reference_unmatched": int(n_ref - ok.size - n_imputed),
         "n_other_unmatched": int(other.n_obs - ok.size),
     }
-    return _Link("ids", reason, _one_hot(ok, idx[ok], (n_ref, other.n_obs)), source, status, d, counts=counts)
+    weights = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_ref, other.n_obs)
+    )
+    return _Link("ids", reason, weights, source, status, d, counts=counts)
 
 
 def _apply_weights(w: sp.csr_matrix, X: Any) -> Any:
@@ -738,6 +902,21 @@ def _apply_weights(w: sp.csr_matrix, X: Any) -> Any:
     if sp.issparse(out):
         return sp.csr_matrix(out, dtype=dtype)
     return np.asarray(out, dtype=dtype)
+
+
+def _without_partner(links: dict[str, _Link]) -> str:
+    """Per modality: how many reference rows it leaves without a partner, its route and the registration overlap."""
+    parts = []
+    for name, link in links.items():
+        part = f"{name}: {int((link.status == '').sum())} without a partner on route {link.route!r}"
+        reg = link.registration
+        if reg is not None and np.isfinite(reg.overlap):
+            part += (
+                f", after registration {reg.overlap_fixed:.0%} of the reference lies within {name!r}'s footprint and "
+                f"{reg.overlap_moving:.0%} of {name!r} within the reference's"
+            )
+        parts.append(part)
+    return "; ".join(parts)
 
 
 def _assemble(
@@ -754,6 +933,14 @@ def _assemble(
     if kept.size == 0:
         details = "; ".join(f"{n}: {lk.route}, {lk.counts}" for n, lk in links.items())
         msg = f"no {reference!r} observation has a partner in every modality ({details})."
+        raise InputError(msg)
+    if params["unmatched"] == "impute" and n_ref - kept.size > MAX_DROPPED * n_ref:
+        msg = (
+            f"alignment onto {reference!r}: {n_ref - kept.size} of {n_ref} {reference!r} observations "
+            f"({(n_ref - kept.size) / n_ref:.0%}) have no partner ({_without_partner(links)}); unmatched='impute' "
+            f"leaves out at most {MAX_DROPPED:.0%} rather than half-use the data: pass unmatched='drop' to keep only "
+            f"the {kept.size} that pair, or landmarks / transforms when the frames should overlap."
+        )
         raise InputError(msg)
     ids = ref.obs_names[kept]
     out: dict[str, AnnData] = {}
@@ -794,6 +981,9 @@ def _assemble(
         }
         if reg is not None:
             entry["registration"] = reg.to_dict()
+        if link.radius:
+            entry["match_radius_um"] = float(link.radius["radius_um"])
+            entry["match_radius"] = link.radius
         summary[name] = entry
         logger.info(
             "alignment %s -> %s: route %s (%s); %s",

@@ -26,6 +26,14 @@ Two ways in:
   says so (``success=False`` with the reason) and, by default, :func:`register` raises instead of returning a
   transform that might be wrong.
 
+  5. *overlap*: after the transform, each cloud's *footprint* is the area within two of its own cell spacings of
+     one of its cells; ``overlap_fixed`` is the share of the fixed cells inside the moved footprint and
+     ``overlap_moving`` the share of the moved cells inside the fixed footprint. A fit on tissue density alone is
+     refused when ``min(overlap_fixed, overlap_moving) < 0.5`` or its density score is below 0.3: a small dense
+     patch "registered" somewhere on a large section, or two sections that share only an edge, would otherwise be
+     half-used. Cell-to-cell fits are not refused for a small overlap (a region of interest inside a larger
+     section is a valid design); the overlap is reported.
+
 References
 ----------
 Umeyama, S. (1991). Least-squares estimation of transformation parameters between two point patterns. IEEE TPAMI
@@ -55,6 +63,11 @@ _WINDOW_PX = 128  # half-width of the refinement windows, in bins
 _MAX_COARSE_POINTS = 50_000
 _MAX_ICP_POINTS = 400_000
 _MAX_CANDIDATE_POINTS = 20_000
+_MAX_OVERLAP_POINTS = 200_000
+#: a fit on tissue density alone needs the two clouds to cover each other at least this far ...
+MIN_OVERLAP = 0.5
+#: ... and at least this normalised density correlation
+MIN_DENSITY_SCORE = 0.3
 
 
 class RegistrationResult(NamedTuple):
@@ -83,6 +96,10 @@ class RegistrationResult(NamedTuple):
         Normalised density correlation of the chosen candidate (1 = identical density images).
     candidates
         One row per refined candidate: rotation (deg), scale, density score, matched fraction.
+    overlap_fixed
+        Share of the fixed cells inside the moved cloud's footprint after the transform (module documentation).
+    overlap_moving
+        Share of the moved cells inside the fixed cloud's footprint after the transform.
     """
 
     transform: Transform
@@ -95,6 +112,13 @@ class RegistrationResult(NamedTuple):
     null_fraction: float = float("nan")
     density_score: float = float("nan")
     candidates: tuple[tuple[float, float, float, float], ...] = ()
+    overlap_fixed: float = float("nan")
+    overlap_moving: float = float("nan")
+
+    @property
+    def overlap(self) -> float:
+        """``min(overlap_fixed, overlap_moving)``: how far the two clouds cover each other after the transform."""
+        return float(min(self.overlap_fixed, self.overlap_moving))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, ``.h5mu``-storable summary (the transform as :meth:`Transform.to_dict`)."""
@@ -108,6 +132,10 @@ class RegistrationResult(NamedTuple):
             "matched_fraction": float(self.matched_fraction),
             "null_fraction": float(self.null_fraction),
             "density_score": float(self.density_score),
+            "overlap_fixed": float(self.overlap_fixed),
+            "overlap_moving": float(self.overlap_moving),
+            "overlap": self.overlap,
+            "reflected": bool(np.linalg.det(self.transform.matrix[:2, :2]) < 0),
         }
 
 
@@ -475,7 +503,7 @@ def register(
     fine_bin_um: float = 2.0,
     ambiguity_margin: float = 0.25,
     on_failure: str = "raise",
-    allow_reflection: bool = False,
+    allow_reflection: bool | str = False,
     seed: int | None = 0,
 ) -> RegistrationResult:
     """Estimate the transform that maps the ``moving`` point cloud onto the ``fixed`` one.
@@ -509,6 +537,10 @@ def register(
     on_failure
         ``'raise'`` (default): raise :class:`~spatialmultiomics.InputError` when the transform cannot be determined
         reliably; ``'warn'``: warn and return the result with ``success=False``; ``'ignore'``: just return it.
+    allow_reflection
+        ``True``: also search the mirror image of ``moving`` (a section mounted face down) and keep whichever fits
+        (refusing when both fit equally well); ``'auto'``: search the mirror image only when the plain fit does not
+        pair the cells one to one, and keep it only when it does (the message says so); ``False``: never.
     seed
         Seed for the subsampling of very large clouds.
 
@@ -536,6 +568,9 @@ def register(
     margin = check_positive(ambiguity_margin, name="ambiguity_margin", allow_zero=True)
     mov = check_coords(moving, name="moving")
     fix = check_coords(fixed, name="fixed")
+    if allow_reflection not in (True, False, "auto"):
+        msg = f"allow_reflection must be True, False or 'auto', got {allow_reflection!r}."
+        raise InputError(msg)
     if landmarks is not None:
         result = _from_landmarks(landmarks, mov, fix, kind=kind, tol=tol)
     else:
@@ -563,8 +598,11 @@ def register(
             "seed": seed,
         }
         result = _auto(mov, fix, **options)
-        if allow_reflection:
+        if allow_reflection is True:
             result = _better_of(result, _mirrored(mov, fix, options))
+        elif allow_reflection == "auto" and not (result.success and result.method == "points"):
+            result = _mirror_if_it_pairs(result, _mirrored(mov, fix, options))
+    result = _check_overlap(result, mov, fix, kind=kind)
     logger.info("registration: %s", result.message)
     if not result.success:
         if on_failure == "raise":
@@ -584,6 +622,66 @@ def _mirrored(mov: np.ndarray, fix: np.ndarray, options: dict[str, Any]) -> Regi
         transform=res.transform.compose(flip),
         message=f"mirrored section (x reflected about x = {cx:.1f} µm), then: {res.message}",
     )
+
+
+def _mirror_if_it_pairs(plain: RegistrationResult, mirrored: RegistrationResult) -> RegistrationResult:
+    """``allow_reflection='auto'``: the mirrored fit when it pairs the cells one to one and clearly better than the
+    plain one (a layout that matches its own mirror image stays refused)."""
+    plain_fraction = plain.matched_fraction if plain.method == "points" else 0.0
+    if mirrored.success and mirrored.method == "points" and mirrored.matched_fraction >= plain_fraction + 0.05:
+        why = (
+            f"{plain.matched_fraction:.0%} of cells paired vs {plain.null_fraction:.0%} by chance"
+            if np.isfinite(plain.matched_fraction)
+            else plain.message
+        )
+        return mirrored._replace(message=f"{mirrored.message} (the unreflected section fit poorly: {why})")
+    return plain
+
+
+def _coverage(moved: np.ndarray, fix: np.ndarray) -> tuple[float, float]:
+    """Share of the fixed points inside the moved footprint, and of the moved points inside the fixed footprint
+    (a cloud's footprint: within two of its own cell spacings of one of its points)."""
+    from scipy.spatial import cKDTree
+
+    m = moved[:: max(1, moved.shape[0] // _MAX_OVERLAP_POINTS)]
+    f = fix[:: max(1, fix.shape[0] // _MAX_OVERLAP_POINTS)]
+    d_f, _ = cKDTree(m).query(f, k=1, distance_upper_bound=2.0 * _spacing(m))
+    d_m, _ = cKDTree(f).query(m, k=1, distance_upper_bound=2.0 * _spacing(f))
+    return float(np.isfinite(d_f).mean()), float(np.isfinite(d_m).mean())
+
+
+def _extent(points: np.ndarray) -> str:
+    size = np.ptp(points, axis=0)
+    return f"{points.shape[0]} cells over {size[0]:.3g} x {size[1]:.3g} µm"
+
+
+def _check_overlap(result: RegistrationResult, mov: np.ndarray, fix: np.ndarray, *, kind: str) -> RegistrationResult:
+    """Add the overlap of the two clouds after the transform; refuse a density-only fit that barely overlaps."""
+    moved = result.transform.apply(mov)
+    cover_f, cover_m = _coverage(moved, fix)
+    result = result._replace(overlap_fixed=cover_f, overlap_moving=cover_m)
+    if not result.success or result.method != "density":
+        return result
+    low_overlap = min(cover_f, cover_m) < MIN_OVERLAP
+    low_score = not result.density_score >= MIN_DENSITY_SCORE
+    if not (low_overlap or low_score):
+        return result
+    t = result.transform
+    where = (
+        "in the given frames (no transform fits the tissue density better)"
+        if t.allclose(Transform.identity())
+        else f"after the best {kind} fit of the tissue density (rotation {t.rotation_deg:.1f}°, shift "
+        f"({t.translation[0]:.1f}, {t.translation[1]:.1f}) µm)"
+    )
+    msg = (
+        f"{'the frames do not overlap' if low_overlap else 'no convincing overlap found'}: {where}, "
+        f"{cover_f:.0%} of the fixed cells ({_extent(fix)}) lie within the moving "
+        f"cloud's footprint and {cover_m:.0%} of the moving cells ({_extent(mov)}) within the fixed one's: overlap "
+        f"{min(cover_f, cover_m):.0%} (need >= {MIN_OVERLAP:.0%}), density score {result.density_score:.2f} (need "
+        f">= {MIN_DENSITY_SCORE:.2f}), and the cells do not pair one to one; give landmarks or a transform, or check "
+        "the coordinates (units, which section)"
+    )
+    return result._replace(success=False, message=msg)
 
 
 def _better_of(plain: RegistrationResult, mirrored: RegistrationResult) -> RegistrationResult:
@@ -772,9 +870,6 @@ def _auto(
             f"{rivals[0]['density'].rotation_deg:.1f}° (scores {best['score']:.3f} vs {rivals[0]['score']:.3f}) "
             "and the cells do not match one to one; give landmarks"
         )
-        return RegistrationResult(best["density"], np.nan, 0, False, msg, "density", **base)
-    if best["score"] < 0.3:
-        msg = f"no overlap found: the best density correlation is only {best['score']:.2f}; give landmarks"
         return RegistrationResult(best["density"], np.nan, 0, False, msg, "density", **base)
     t = best["density"]
     msg = (

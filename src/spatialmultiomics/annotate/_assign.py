@@ -67,6 +67,7 @@ from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
 from spatialmultiomics._validate import check_in_range, check_option
+from spatialmultiomics.annotate._by_cluster import annotate_by_cluster
 from spatialmultiomics.annotate._markers import MarkerSet, load_markers, match_markers
 from spatialmultiomics.annotate._score import (
     DEFAULT_N_TOP,
@@ -88,7 +89,7 @@ if TYPE_CHECKING:
 
 __all__ = ["METHODS", "AnnotationResult", "annotate"]
 
-METHODS = ("auto", "paper", "factors", "markers")
+METHODS = ("cluster", "auto", "paper", "factors", "markers")
 #: minimum marker enrichment for a factor to be named (methods 'auto' and 'factors')
 ENRICHMENT_THRESHOLD = 0.1
 #: a type is used by 'auto'/'factors'/'markers' only if at least this fraction of its markers (in the modalities
@@ -205,14 +206,19 @@ def _observed_columns(mdata: MuData, name: str, cols: np.ndarray) -> np.ndarray:
 
 
 def _select_types(
-    marker_set: MarkerSet, index: dict[str, dict[str, np.ndarray]], mods: list[str]
+    marker_set: MarkerSet, index: dict[str, dict[str, np.ndarray]], mods: list[str], *, min_fraction: float = -1.0
 ) -> tuple[list[str], list[str]]:
-    """Types with enough of their markers found in the data, and the dropped ones."""
+    """Types with enough of their markers found in the data, and the dropped ones.
+
+    ``min_fraction``: share of the listed markers that must be found (default :data:`MIN_MARKER_FRACTION`); 0:
+    one marker is enough.
+    """
+    fraction = MIN_MARKER_FRACTION if min_fraction < 0 else min_fraction
     kept, dropped = [], []
     for t in marker_set.types:
         listed = sum(len(marker_set.get(t, m)) for m in mods)
         found = sum(index[t][m].size for m in mods)
-        if found > 0 and found >= max(1, math.ceil(MIN_MARKER_FRACTION * listed)):
+        if found > 0 and found >= max(1, math.ceil(fraction * listed)):
             kept.append(t)
         else:
             dropped.append(t)
@@ -359,11 +365,15 @@ def annotate(
     *,
     markers: MarkerSet | Mapping[str, Any] | str | Sequence[Any] | None = None,
     extend: bool | str = False,
-    method: str = "auto",
+    method: str = "cluster",
     n_top: Mapping[str, int] | None = None,
     weights: Mapping[str, float] | None = None,
     unknown_threshold: float = 0.4,
     denoise: str = "auto",
+    resolution: float | str = "auto",
+    n_neighbors: int = 15,
+    override: bool = True,
+    seed: int = 0,
     inplace: bool = True,
 ) -> AnnotationResult | None:
     """Name the NMF factors after cell types and give every cell a type and a confidence.
@@ -382,8 +392,10 @@ def annotate(
         False: ``markers`` replace the built-in reference. True: they extend the built-in ``'immune_tme'``
         reference (a reference name: that reference); types defined in both take the user's markers.
     method
-        ``'auto'`` (default: factor enrichment + per-cell marker evidence, see the module notes), ``'paper'``
-        (the seed's rule exactly), ``'factors'`` or ``'markers'``.
+        ``'cluster'`` (default: cluster the cells, name every cluster from its markers through the reference's
+        lineage hierarchy, override cells whose own markers strongly contradict their cluster; see
+        :mod:`spatialmultiomics.annotate._by_cluster`), ``'auto'`` (factor enrichment + per-cell marker evidence,
+        see the module notes), ``'paper'`` (the seed's rule exactly), ``'factors'`` or ``'markers'``.
     n_top
         ``{mod: n}`` top features per factor for the seed's rule and the factor table; default
         ``{'rna': 10, 'protein': 5}``.
@@ -400,6 +412,16 @@ def annotate(
         named by at least one factor: otherwise a type without a factor of its own would get its markers smeared
         over its neighbours (see the measurements in the module notes). ``'counts'``, ``'all'``, ``'none'``: the
         sequencing modalities, every modality, none.
+    resolution
+        Method 'cluster': the Leiden resolution, or ``'auto'`` (the finest of 0.1-2 at which clusters of at least
+        30 cells hold 95 % of the cells).
+    n_neighbors
+        Method 'cluster': neighbours per cell in the clustering graph.
+    override
+        Method 'cluster': let a cell whose own intensity markers make it another type (evidence >= 0.8, <= 0.2 for
+        its cluster's type, and a type that names some cluster) take that type.
+    seed
+        Method 'cluster': seed of the sampling, PCA and Leiden.
     inplace
         True: write the result into ``mdata`` and return None; False: return an :class:`AnnotationResult`.
 
@@ -410,6 +432,9 @@ def annotate(
     - ``mdata.obs['cell_type']``: categorical type per cell (``'Unknown'`` allowed);
     - ``mdata.obs['cell_type_confidence']``: float in [0, 1];
     - ``mdata.obs['nmf_factor']``: dominant factor of each cell (-1 when none);
+    - method 'cluster': ``mdata.obs['annotation_cluster']`` (the cluster of each cell) and
+      ``obs['cell_type_overridden']`` (True where the cell's own markers overrode its cluster's name), and the
+      cluster table (size, name, evidence, marker positivity) under ``'clusters'`` of the annotation record;
     - ``mdata.uns['nmf']['annotation']`` (``uns['annotation']`` when ``uns['nmf']`` is absent): the factor
       table as a dict of lists plus ``'params'``.
 
@@ -429,8 +454,10 @@ def annotate(
     method = check_option(method, METHODS, name="method")
     denoise = check_option(denoise, ("auto", "counts", "all", "none"), name="denoise")
     unknown_threshold = check_in_range(unknown_threshold, name="unknown_threshold", low=0.0, high=10.0)
-    W, loadings = _get_factors(mdata, required=method != "markers")
-    marker_set = load_markers(markers, extend=extend, extra_modalities=list(mdata.mod))
+    W, loadings = _get_factors(mdata, required=method not in ("markers", "cluster"))
+    tree_set = load_markers(markers, extend=extend, extra_modalities=list(mdata.mod))
+    # the flat methods score leaf types with their ancestors' markers; 'cluster' walks the hierarchy
+    marker_set = tree_set.flat()
     feature_names = {m: [str(v) for v in mdata.mod[m].var_names] for m in mdata.mod}
     data_mods = [m for m in mdata.mod if m in marker_set.modalities]
     if not data_mods:
@@ -453,6 +480,25 @@ def annotate(
         if dropped:
             logger.info("annotate: types with too few markers in the data are not used: %s", dropped)
     sub_index = {t: index[t] for t in types}
+    clustered = None
+    if method == "cluster":
+        tree_index = match_markers(tree_set, {m: feature_names[m] for m in data_mods})
+        # one lineage marker is evidence enough in a hierarchy: a panel with CD19 but no CD20 still has B cells
+        tree_types, tree_dropped = _select_types(tree_set, tree_index, data_mods, min_fraction=0.0)
+        if not tree_types:
+            msg = f"no type of {tree_set.name} has enough markers among the features of {data_mods}."
+            raise InputError(msg)
+        clustered = annotate_by_cluster(
+            mdata,
+            tree_set,
+            tree_types,
+            data_mods,
+            weights=weights,
+            resolution=resolution,
+            n_neighbors=n_neighbors,
+            override=override,
+            seed=seed,
+        )
 
     # 1. factor names
     paper = None
@@ -477,7 +523,15 @@ def annotate(
     dom = _dominant(W) if W is not None else np.full(mdata.n_obs, -1, dtype=np.int64)
 
     # 2. cell calls
-    if method in ("paper", "factors"):
+    if clustered is not None:
+        calls, conf, cell_scores, score_types = (
+            clustered.calls,
+            clustered.confidence,
+            clustered.scores,
+            clustered.types,
+        )
+        dropped = tree_dropped
+    elif method in ("paper", "factors"):
         calls, conf, cell_scores, score_types = _calls_from_factors(W, factor_labels, paper=method == "paper")
     else:
         W_named = None
@@ -507,6 +561,8 @@ def annotate(
         "enrichment_threshold": ENRICHMENT_THRESHOLD,
         "version": _version(),
     }
+    if clustered is not None:
+        params["clustering"] = clustered.params
     table = _factor_table(W, loadings, feature_names, factor_labels, factor_scores, paper, top_n)
     result = AnnotationResult(
         cell_type=cell_type,
@@ -521,8 +577,13 @@ def annotate(
     mdata.obs[Keys.CELL_TYPE] = cell_type.values
     mdata.obs[Keys.CELL_TYPE_CONFIDENCE] = confidence
     mdata.obs[Keys.FACTOR] = dom
+    if clustered is not None:
+        mdata.obs[Keys.CLUSTER] = pd.Categorical(clustered.clusters.astype(str))
+        mdata.obs[Keys.OVERRIDDEN] = clustered.overridden
     stored: dict[str, Any] = {col: table[col].tolist() for col in table.columns}
     stored["params"] = params
+    if clustered is not None:
+        stored["clusters"] = {col: clustered.cluster_table[col].tolist() for col in clustered.cluster_table.columns}
     if isinstance(mdata.uns.get(Keys.NMF_UNS), Mapping):
         mdata.uns[Keys.NMF_UNS]["annotation"] = stored
     else:

@@ -6,6 +6,13 @@ own name). Names are matched to feature names case-insensitively, ignoring punct
 (``E-cadherin`` = ``Ecadherin`` = ``e cadherin``), and through a table of known aliases between protein
 channel names and gene symbols (``PanCK`` / ``Pan-Keratin`` / ``pan-cytokeratin`` / ``KRT``, ``aSMA`` / ``SMA``
 / ``ACTA2``, ``CD3`` / ``CD3e`` / ``CD3E``, ``CD45`` / ``PTPRC``, ``Ki67`` / ``MKI67``, ...).
+
+A type may also name **negative markers** (``negative: {proteins: [CD3]}`` for NK cells; a plain list applies to
+genes and proteins alike), a **parent** type (``parent: T cells``: the type is a subset of its parent, as in a
+gating hierarchy) and be a **group** (``group: true``: a lineage such as ``Immune cells`` or ``Myeloid cells``,
+a valid name for a cluster the panel cannot resolve further but not a final type of the flat methods). A group
+with ``match: any`` is positive when any one of its markers (or any of its subtypes) is; other types need their
+markers on average.
 """
 
 from __future__ import annotations
@@ -188,6 +195,54 @@ def _names(value: Any, *, source: str, cell_type: str, key: Any) -> tuple[str, .
     return tuple(out)
 
 
+_NEGATIVE_KEYS = ("negative", "negatives", "neg", "negative_markers", "not")
+_STRUCTURE_KEYS = (*_NEGATIVE_KEYS, "parent", "group", "match")
+
+
+def _flag(value: Any, *, source: str, cell_type: str, key: str) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0", ""):
+        return False
+    msg = f"{source}: type {cell_type!r} has {key}={value!r}; use true or false."
+    raise InputError(msg)
+
+
+def _negatives(
+    value: Any, modalities: Sequence[str], extra: Iterable[str], *, source: str, cell_type: str
+) -> dict[str, tuple[str, ...]]:
+    """Negative markers per modality: a mapping like the positive markers, or one list for every modality."""
+    if isinstance(value, Mapping):
+        out: dict[str, tuple[str, ...]] = {}
+        for key, names in value.items():
+            mod = modality_key(key, extra=extra, source=source, cell_type=cell_type)
+            out[mod] = tuple(
+                dict.fromkeys(out.get(mod, ()) + _names(names, source=source, cell_type=cell_type, key=key))
+            )
+        return out
+    names = _names(value, source=source, cell_type=cell_type, key="negative")
+    mods = list(dict.fromkeys([*modalities, Keys.RNA, Keys.PROTEIN]))
+    return dict.fromkeys(mods, names)
+
+
+def _check_tree(ms: MarkerSet) -> None:
+    """Parents must be types of the set and never form a cycle."""
+    for t, p in ms.parent.items():
+        if p not in ms.markers:
+            msg = f"{ms.name}: type {t!r} names parent {p!r}, which is not a type of the reference."
+            raise InputError(msg)
+        seen = {t}
+        while p is not None:
+            if p in seen:
+                msg = f"{ms.name}: the parents of type {t!r} form a cycle ({' -> '.join([t, *sorted(seen - {t})])})."
+                raise InputError(msg)
+            seen.add(p)
+            p = ms.parent.get(p)
+
+
 @dataclass(frozen=True)
 class MarkerSet:
     """Marker names per cell type and modality.
@@ -200,16 +255,35 @@ class MarkerSet:
         :func:`load_markers`, which validate the shape.
     name
         A label for provenance (file name, ``'dict'`` or the name of a built-in reference).
+    negative
+        ``{cell_type: {modality: (name, ...)}}``: markers the type must lack.
+    parent
+        ``{cell_type: parent type}``.
+    group
+        ``{cell_type: 'all' | 'any'}`` for the lineage groups (see the module notes).
     """
 
     markers: Mapping[str, Mapping[str, tuple[str, ...]]]
     name: str = field(default="custom")
+    negative: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    parent: Mapping[str, str] = field(default_factory=dict)
+    group: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        frozen = {
-            str(t): MappingProxyType({str(m): tuple(v) for m, v in mods.items()}) for t, mods in self.markers.items()
-        }
-        object.__setattr__(self, "markers", MappingProxyType(frozen))
+        def freeze(d: Mapping[str, Mapping[str, Sequence[str]]]) -> MappingProxyType:
+            return MappingProxyType(
+                {str(t): MappingProxyType({str(m): tuple(v) for m, v in mods.items()}) for t, mods in d.items()}
+            )
+
+        object.__setattr__(self, "markers", freeze(self.markers))
+        object.__setattr__(self, "negative", freeze({t: v for t, v in self.negative.items() if t in self.markers}))
+        object.__setattr__(
+            self, "parent", MappingProxyType({str(t): str(p) for t, p in self.parent.items() if t in self.markers})
+        )
+        object.__setattr__(
+            self, "group", MappingProxyType({str(t): str(g) for t, g in self.group.items() if t in self.markers})
+        )
+        _check_tree(self)
 
     @property
     def types(self) -> list[str]:
@@ -230,13 +304,71 @@ class MarkerSet:
         """Markers of ``cell_type`` in ``modality`` (empty when none)."""
         return tuple(self.markers.get(cell_type, {}).get(modality, ()))
 
+    def get_negative(self, cell_type: str, modality: str) -> tuple[str, ...]:
+        """Negative markers of ``cell_type`` in ``modality`` (empty when none)."""
+        return tuple(self.negative.get(cell_type, {}).get(modality, ()))
+
+    @property
+    def hierarchical(self) -> bool:
+        """Whether any type has a parent, a negative marker or is a group."""
+        return bool(self.parent or self.group or any(any(v.values()) for v in self.negative.values()))
+
+    def ancestors(self, cell_type: str) -> list[str]:
+        """Parent, grandparent, ... of ``cell_type``."""
+        out: list[str] = []
+        t = self.parent.get(cell_type)
+        while t is not None and t not in out:
+            out.append(t)
+            t = self.parent.get(t)
+        return out
+
+    def flat(self) -> MarkerSet:
+        """The reference for the flat methods: every type but the groups, each with its ancestors' markers.
+
+        A type inherits the positive markers of its ancestors that need their markers on average (not those of
+        ``match: any`` groups: a macrophage need not be CD11b+ for being myeloid) and the negative markers of all
+        its ancestors. Parents, groups and negatives are gone from the result (negatives cannot be scored by
+        the flat methods). A reference without hierarchy is returned as is.
+        """
+        if not self.hierarchical:
+            return self
+        out: dict[str, dict[str, tuple[str, ...]]] = {}
+        for t in self.types:
+            if t in self.group:
+                continue
+            merged = {m: tuple(v) for m, v in self.markers[t].items()}
+            for a in self.ancestors(t):
+                if self.group.get(a) == "any":
+                    continue
+                for m, v in self.markers[a].items():
+                    merged[m] = tuple(dict.fromkeys(merged.get(m, ()) + tuple(v)))
+            out[t] = merged
+        if not out:
+            msg = f"{self.name}: every type is a group; the flat annotation methods need at least one other type."
+            raise InputError(msg)
+        return MarkerSet(out, name=self.name)
+
     def __len__(self) -> int:
         return len(self.markers)
 
-    def to_dict(self) -> dict[str, dict[str, list[str]]]:
-        """``{type: {"genes": [...], "proteins": [...], other: [...]}}``, the file format."""
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{type: {"genes": [...], "proteins": [...], other: [...]}}``, the file format (with ``negative``,
+        ``parent``, ``group`` and ``match`` where set)."""
         key = {Keys.RNA: "genes", Keys.PROTEIN: "proteins"}
-        return {t: {key.get(m, m): list(v) for m, v in mods.items() if v} for t, mods in self.markers.items()}
+        out: dict[str, dict[str, Any]] = {}
+        for t, mods in self.markers.items():
+            entry: dict[str, Any] = {key.get(m, m): list(v) for m, v in mods.items() if v}
+            neg = {key.get(m, m): list(v) for m, v in self.negative.get(t, {}).items() if v}
+            if neg:
+                entry["negative"] = neg
+            if t in self.parent:
+                entry["parent"] = self.parent[t]
+            if t in self.group:
+                entry["group"] = True
+                if self.group[t] == "any":
+                    entry["match"] = "any"
+            out[t] = entry
+        return out
 
     @classmethod
     def from_dict(
@@ -258,6 +390,9 @@ class MarkerSet:
             msg = f"{name}: the marker set is empty; give at least one cell type with markers."
             raise InputError(msg)
         out: dict[str, dict[str, tuple[str, ...]]] = {}
+        negative: dict[str, dict[str, tuple[str, ...]]] = {}
+        parent: dict[str, str] = {}
+        group: dict[str, str] = {}
         for cell_type, mods in markers.items():
             ct = str(cell_type).strip()
             if not ct:
@@ -271,6 +406,9 @@ class MarkerSet:
                 raise InputError(msg)
             entry: dict[str, tuple[str, ...]] = {}
             for key, value in mods.items():
+                k = str(key).strip().lower()
+                if k in _STRUCTURE_KEYS:
+                    continue
                 mod = modality_key(key, extra=extra, source=name, cell_type=ct)
                 names = _names(value, source=name, cell_type=ct, key=key)
                 entry[mod] = tuple(dict.fromkeys(entry.get(mod, ()) + names))
@@ -281,15 +419,38 @@ class MarkerSet:
                 msg = f"{name}: type {ct!r} appears twice."
                 raise InputError(msg)
             out[ct] = entry
-        return cls(out, name=name)
+            structure = {
+                str(k).strip().lower(): v for k, v in mods.items() if str(k).strip().lower() in _STRUCTURE_KEYS
+            }
+            neg_value = next((structure[k] for k in _NEGATIVE_KEYS if k in structure), None)
+            if neg_value is not None:
+                negative[ct] = _negatives(neg_value, list(entry) or [Keys.PROTEIN], extra, source=name, cell_type=ct)
+            if "parent" in structure and structure["parent"] not in (None, ""):
+                parent[ct] = str(structure["parent"]).strip()
+            is_group = _flag(structure.get("group", False), source=name, cell_type=ct, key="group")
+            match = str(structure.get("match", "all")).strip().lower()
+            if match not in ("all", "any"):
+                msg = f"{name}: type {ct!r} has match={structure.get('match')!r}; allowed: 'all' or 'any'."
+                raise InputError(msg)
+            if match == "any" and not is_group:
+                msg = f"{name}: type {ct!r} has match: any but is not a group; add group: true."
+                raise InputError(msg)
+            if is_group:
+                group[ct] = match
+        for ct, p in parent.items():
+            if p not in out:
+                msg = f"{name}: type {ct!r} names parent {p!r}, which is not a type of the reference."
+                raise InputError(msg)
+        return cls(out, name=name, negative=negative, parent=parent, group=group)
 
     @classmethod
     def read(cls, path: str | Path, *, extra_modalities: Iterable[str] = ()) -> MarkerSet:
         """Read a marker file: JSON, YAML (``.yaml``/``.yml``) or CSV/TSV.
 
         CSV: long form with columns ``cell_type``, ``marker``, ``modality`` (``gene``/``rna`` or ``protein``), one
-        row per marker; or wide form with columns ``cell_type``, ``genes``, ``proteins`` holding ``;``- or
-        ``,``-separated names.
+        row per marker, and optionally ``sign`` (``+`` / ``-`` for negative markers) and ``parent``; or wide form
+        with columns ``cell_type``, ``genes``, ``proteins`` holding ``;``- or ``,``-separated names, and optionally
+        ``negative`` (names for every modality) and ``parent``.
         """
         path = Path(path)
         if not path.is_file():
@@ -333,8 +494,14 @@ class MarkerSet:
         elif suffix in (".csv", ".tsv"):
             import pandas as pd
 
-            rows = [(t, n, m) for t, mods in self.markers.items() for m, names in mods.items() for n in names]
-            frame = pd.DataFrame(rows, columns=["cell_type", "marker", "modality"])
+            rows = [(t, n, m, "+") for t, mods in self.markers.items() for m, names in mods.items() for n in names]
+            rows += [(t, n, m, "-") for t, mods in self.negative.items() for m, names in mods.items() for n in names]
+            frame = pd.DataFrame(rows, columns=["cell_type", "marker", "modality", "sign"])
+            if self.parent:
+                frame["parent"] = frame["cell_type"].map(lambda t: self.parent.get(t, ""))
+            if self.group:
+                msg = f"{path}: a CSV marker file cannot say which types are groups; write .yaml or .json."
+                raise InputError(msg)
             frame.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
         else:
             msg = f"{path}: unknown marker file type {suffix!r}; use .json, .yaml/.yml or .csv/.tsv."
@@ -362,6 +529,7 @@ def _read_csv(path: Path) -> dict[str, dict[str, list[str]]]:
         return next((cols[o] for o in options if o in cols), None)
 
     type_col, marker_col, mod_col = find(_CSV_TYPE), find(_CSV_MARKER), find(_CSV_MODALITY)
+    sign_col, parent_col = find(("sign", "direction", "polarity")), find(("parent",))
     wide = [c for key, c in cols.items() if key in _MODALITY_OF]
     if type_col is None or (marker_col is None and not wide):
         msg = (
@@ -374,12 +542,24 @@ def _read_csv(path: Path) -> dict[str, dict[str, list[str]]]:
         if mod_col is None:
             msg = f"{path}: the long marker CSV has no 'modality' column (gene/rna or protein); got {list(frame.columns)}."
             raise InputError(msg)
-        for ct, marker, mod in frame[[type_col, marker_col, mod_col]].itertuples(index=False):
+        signs = frame[sign_col] if sign_col is not None else pd.Series("+", index=frame.index)
+        for (ct, marker, mod), sign in zip(
+            frame[[type_col, marker_col, mod_col]].itertuples(index=False), signs, strict=True
+        ):
             ct, marker, mod = str(ct).strip(), str(marker).strip(), str(mod).strip()
             if not ct or not marker:
                 continue
-            out.setdefault(ct, {}).setdefault(mod, []).append(marker)
+            sign = str(sign).strip().lower()
+            if sign in ("+", "pos", "positive", "", "1"):
+                out.setdefault(ct, {}).setdefault(mod, []).append(marker)
+            elif sign in ("-", "neg", "negative", "-1", "0"):
+                out.setdefault(ct, {}).setdefault("negative", {}).setdefault(mod, []).append(marker)
+            else:
+                msg = f"{path}: column {sign_col!r} has {sign!r} for type {ct!r}; allowed: + / - (pos / neg)."
+                raise InputError(msg)
+        _csv_parents(frame, type_col, parent_col, out)
         return out
+    neg_col = find(_NEGATIVE_KEYS)
     for row in frame[[type_col, *wide]].itertuples(index=False):
         ct = str(row[0]).strip()
         if not ct:
@@ -388,7 +568,23 @@ def _read_csv(path: Path) -> dict[str, dict[str, list[str]]]:
         for col, value in zip(wide, row[1:], strict=True):
             names = [v.strip() for v in re.split(r"[;,|]", str(value)) if v.strip()]
             entry.setdefault(str(col), []).extend(names)
+    if neg_col is not None:
+        for ct, value in zip(frame[type_col], frame[neg_col], strict=True):
+            names = [v.strip() for v in re.split(r"[;,|]", str(value)) if v.strip()]
+            if str(ct).strip() and names:
+                out[str(ct).strip()]["negative"] = names
+    _csv_parents(frame, type_col, parent_col, out)
     return out
+
+
+def _csv_parents(frame: Any, type_col: Any, parent_col: Any, out: dict[str, Any]) -> None:
+    """Fill ``parent`` entries from a marker CSV's ``parent`` column (one non-empty value per type)."""
+    if parent_col is None:
+        return
+    for ct, p in zip(frame[type_col], frame[parent_col], strict=True):
+        ct, p = str(ct).strip(), str(p).strip()
+        if ct in out and p:
+            out[ct]["parent"] = p
 
 
 MarkerSource = MarkerSet | Mapping[str, Any] | str | Path
@@ -453,16 +649,31 @@ def merge_markers(*marker_sets: MarkerSource, how: str = "replace", name: str | 
         raise InputError(msg)
     sets = [_load_one(m, extra_modalities=()) if not isinstance(m, MarkerSet) else m for m in marker_sets]
     out: dict[str, dict[str, tuple[str, ...]]] = {}
+    negative: dict[str, dict[str, tuple[str, ...]]] = {}
+    parent: dict[str, str] = {}
+    group: dict[str, str] = {}
+
+    def union(a: Mapping[str, tuple[str, ...]], b: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+        merged = dict(a)
+        for m, v in b.items():
+            merged[m] = tuple(dict.fromkeys(merged.get(m, ()) + tuple(v)))
+        return merged
+
     for ms in sets:
         for t, mods in ms.markers.items():
             if how == "replace" or t not in out:
                 out[t] = {m: tuple(v) for m, v in mods.items()}
+                negative[t] = {m: tuple(v) for m, v in ms.negative.get(t, {}).items()}
+                parent.pop(t, None)
+                group.pop(t, None)
             else:
-                merged = dict(out[t])
-                for m, v in mods.items():
-                    merged[m] = tuple(dict.fromkeys(merged.get(m, ()) + tuple(v)))
-                out[t] = merged
-    return MarkerSet(out, name=name or "+".join(ms.name for ms in sets))
+                out[t] = union(out[t], mods)
+                negative[t] = union(negative.get(t, {}), ms.negative.get(t, {}))
+            if t in ms.parent:
+                parent[t] = ms.parent[t]
+            if t in ms.group:
+                group[t] = ms.group[t]
+    return MarkerSet(out, name=name or "+".join(ms.name for ms in sets), negative=negative, parent=parent, group=group)
 
 
 def load_markers(
@@ -565,7 +776,7 @@ def _lookup(names: Sequence[str]) -> tuple[dict[str, int], dict[int, int]]:
 
 
 def match_markers(
-    marker_set: MarkerSet, feature_names: Mapping[str, Sequence[str]]
+    marker_set: MarkerSet, feature_names: Mapping[str, Sequence[str]], *, negative: bool = False
 ) -> dict[str, dict[str, np.ndarray]]:
     """Feature indices of each type's markers, per modality.
 
@@ -579,6 +790,8 @@ def match_markers(
         The markers.
     feature_names
         ``{modality: feature names}`` of the data.
+    negative
+        Match the types' negative markers instead of their markers.
 
     Returns
     -------
@@ -591,7 +804,8 @@ def match_markers(
         entry: dict[str, np.ndarray] = {}
         for mod, (by_name, by_group) in lookups.items():
             idx: list[int] = []
-            for marker in marker_set.get(cell_type, mod):
+            names = marker_set.get_negative(cell_type, mod) if negative else marker_set.get(cell_type, mod)
+            for marker in names:
                 c = canonical_name(marker)
                 j = by_name.get(c)
                 if j is None and c in _GROUP_OF:

@@ -17,8 +17,15 @@ Names are matched to the data case-insensitively and through protein/gene aliase
 ``Pan-Keratin`` one. Types with too few of their markers in the data are ignored. Combine or extend the
 references with :func:`~spatialmultiomics.annotate.merge_markers` or ``load_markers(..., extend=True)``.
 
-There is no generic "T cells" entry: CD4 T, CD8 T and regulatory T cells share CD3, and a generic type would
-compete with all three. Epithelial covers carcinoma (tumour) cells.
+``immune_tme`` is a lineage hierarchy, the way immunologists gate: ``Immune cells`` (CD45) -> ``T cells`` (CD3) ->
+``CD4 T cells`` (CD4, not CD8) -> ``Tregs`` (FOXP3, CD25) and ``CD8 T cells`` (CD8, not CD4); ``NK cells`` (CD56 ...,
+not CD3), ``B cells``; ``Myeloid cells`` (any of CD11b, CD33 or a myeloid subtype) -> macrophages, monocytes,
+dendritic cells, pDCs, neutrophils, mast cells; ``Epithelial`` (not CD45; carcinoma cells too), ``Stromal cells``
+(not CD45) -> fibroblasts, smooth muscle, pericytes; ``Endothelial`` (not CD45) -> lymphatic endothelial; plasma
+cells (CD45-dim) stand alone. The clustering annotation (``method='cluster'``) names each cluster at the finest
+level the panel supports (no FOXP3 in the panel: ``CD4 T cells``; CD45 but no lineage marker: ``Immune cells``).
+The flat methods use the types that are not groups, each with the markers of its ancestors (so ``Tregs`` are
+scored on CD3, CD4, FOXP3 and CD25, as before); they have no generic "T cells" type.
 
 References
 ----------
@@ -53,54 +60,126 @@ References
 
 from __future__ import annotations
 
+from typing import Any
+
 from spatialmultiomics._errors import InputError
 from spatialmultiomics.annotate._markers import MarkerSet
 
 __all__ = ["BUILTIN_REFERENCES", "DEFAULT_REFERENCE", "builtin_markers"]
 
-_IMMUNE_TME: dict[str, dict[str, list[str]]] = {
-    "CD4 T cells": {"genes": ["CD3E", "CD3D", "CD4", "IL7R", "CCR7", "TCF7"], "proteins": ["CD3", "CD4"]},
-    "CD8 T cells": {"genes": ["CD3E", "CD3D", "CD8A", "CD8B", "GZMK"], "proteins": ["CD3", "CD8"]},
+_IMMUNE_TME: dict[str, dict[str, Any]] = {
+    # lineage groups: valid names for clusters the panel cannot resolve further, not final types of flat methods
+    "Immune cells": {"genes": ["PTPRC"], "proteins": ["CD45"], "group": True},
+    "T cells": {"genes": ["CD3E", "CD3D", "CD3G"], "proteins": ["CD3"], "parent": "Immune cells", "group": True},
+    "CD4 T cells": {
+        "genes": ["CD4", "CD40LG"],
+        "proteins": ["CD4"],
+        "negative": {"genes": ["CD8A", "CD8B"], "proteins": ["CD8"]},
+        "parent": "T cells",
+    },
     "Tregs": {
-        "genes": ["CD3E", "FOXP3", "IL2RA", "CTLA4", "TNFRSF18", "IKZF2"],
-        "proteins": ["CD3", "CD4", "FOXP3", "CD25"],
+        "genes": ["FOXP3", "IL2RA", "CTLA4", "TNFRSF18", "IKZF2"],
+        "proteins": ["FOXP3", "CD25"],
+        "parent": "CD4 T cells",
+    },
+    "CD8 T cells": {
+        "genes": ["CD8A", "CD8B"],
+        "proteins": ["CD8"],
+        "negative": {"proteins": ["CD4"]},
+        "parent": "T cells",
     },
     "NK cells": {
         "genes": ["NCAM1", "KLRD1", "KLRF1", "NKG7", "GNLY", "PRF1"],
         "proteins": ["CD56", "CD16", "NKp46", "CD57"],
+        "negative": {"genes": ["CD3E", "CD3D"], "proteins": ["CD3"]},
+        "parent": "Immune cells",
     },
-    "B cells": {"genes": ["MS4A1", "CD19", "CD79A", "CD79B", "PAX5", "BANK1"], "proteins": ["CD20", "CD19"]},
-    "Plasma cells": {"genes": ["JCHAIN", "MZB1", "IGKC", "XBP1", "SDC1", "PRDM1"], "proteins": ["CD138", "CD38"]},
+    "B cells": {
+        "genes": ["MS4A1", "CD19", "CD79A", "CD79B", "PAX5", "BANK1"],
+        "proteins": ["CD20", "CD19", "CD79a", "PAX5"],
+        "negative": {"proteins": ["CD3"]},
+        "parent": "Immune cells",
+    },
+    "Myeloid cells": {
+        "genes": ["ITGAM", "CD33", "LYZ"],
+        "proteins": ["CD11b", "CD33"],
+        "negative": {"proteins": ["CD3"]},
+        "parent": "Immune cells",
+        "group": True,
+        "match": "any",
+    },
     "Macrophages": {
         "genes": ["CD68", "CD163", "CSF1R", "C1QA", "C1QB", "APOE", "MRC1"],
         "proteins": ["CD68", "CD163", "CD206"],
+        "parent": "Myeloid cells",
     },
-    "Monocytes": {"genes": ["CD14", "FCN1", "VCAN", "S100A12", "LYZ"], "proteins": ["CD14", "CD11b"]},
+    "Monocytes": {"genes": ["CD14", "FCN1", "VCAN", "S100A12"], "proteins": ["CD14"], "parent": "Myeloid cells"},
     "Dendritic cells": {
         "genes": ["ITGAX", "CD1C", "FCER1A", "CLEC10A", "CLEC9A", "XCR1", "LAMP3"],
         "proteins": ["CD11c", "CD1c", "HLA-DR"],
+        # CD11c and HLA-DR are on monocytes too; CD14 tells them apart
+        "negative": {"genes": ["CD14"], "proteins": ["CD14"]},
+        "parent": "Myeloid cells",
     },
-    "pDCs": {"genes": ["LILRA4", "CLEC4C", "IL3RA", "IRF7", "TCF4"], "proteins": ["CD123", "CD303"]},
+    "pDCs": {
+        "genes": ["LILRA4", "CLEC4C", "IL3RA", "IRF7", "TCF4"],
+        "proteins": ["CD123", "CD303"],
+        "parent": "Myeloid cells",
+    },
     "Neutrophils": {
         "genes": ["S100A8", "S100A9", "CSF3R", "FCGR3B", "CXCR2", "CEACAM8"],
         "proteins": ["CD66b", "MPO", "CD15", "ELANE"],
+        "parent": "Myeloid cells",
     },
-    "Mast cells": {"genes": ["TPSAB1", "TPSB2", "CPA3", "KIT", "MS4A2", "HDC"], "proteins": ["Tryptase", "CD117"]},
+    "Mast cells": {
+        "genes": ["TPSAB1", "TPSB2", "CPA3", "KIT", "MS4A2", "HDC"],
+        "proteins": ["Tryptase", "CD117"],
+        "parent": "Myeloid cells",
+    },
+    # plasma cells are CD45-dim and CD20-negative: a lineage of their own here, not gated through CD45
+    "Plasma cells": {
+        "genes": ["JCHAIN", "MZB1", "IGKC", "XBP1", "SDC1", "PRDM1"],
+        "proteins": ["CD138", "CD38"],
+        "negative": {"proteins": ["PanCK", "E-cadherin", "CD3"]},
+    },
     "Epithelial": {
         "genes": ["EPCAM", "KRT8", "KRT18", "KRT19", "CDH1", "KRT7"],
         "proteins": ["PanCK", "E-cadherin", "EpCAM"],
+        "negative": {"genes": ["PTPRC"], "proteins": ["CD45"]},
+    },
+    "Stromal cells": {
+        "genes": ["COL1A1", "COL1A2", "COL3A1", "DCN"],
+        "proteins": ["Vimentin", "aSMA"],
+        "negative": {"genes": ["PTPRC"], "proteins": ["CD45"]},
+        "group": True,
+        "match": "any",
     },
     "Fibroblasts": {
         "genes": ["COL1A1", "COL1A2", "COL3A1", "DCN", "LUM", "PDGFRA"],
-        "proteins": ["Vimentin", "aSMA", "FAP", "Podoplanin", "PDGFRB"],
+        "proteins": ["FAP", "Podoplanin", "PDGFRB", "Collagen I"],
+        "parent": "Stromal cells",
     },
-    "Endothelial": {"genes": ["PECAM1", "VWF", "CDH5", "KDR", "CLDN5", "EMCN"], "proteins": ["CD31", "CD34", "vWF"]},
-    "Lymphatic endothelial": {"genes": ["PROX1", "LYVE1", "PDPN", "CCL21", "TFF3"], "proteins": ["LYVE1", "PROX1"]},
     "Smooth muscle": {
         "genes": ["ACTA2", "MYH11", "DES", "CNN1", "TAGLN", "ACTG2"],
         "proteins": ["aSMA", "Desmin", "SMMHC"],
+        "parent": "Stromal cells",
     },
-    "Pericytes": {"genes": ["RGS5", "PDGFRB", "KCNJ8", "NOTCH3", "MCAM"], "proteins": ["CD146", "PDGFRB"]},
+    "Pericytes": {
+        "genes": ["RGS5", "PDGFRB", "KCNJ8", "NOTCH3", "MCAM"],
+        "proteins": ["CD146", "PDGFRB"],
+        "parent": "Stromal cells",
+    },
+    "Endothelial": {
+        "genes": ["PECAM1", "VWF", "CDH5", "KDR", "CLDN5", "EMCN"],
+        "proteins": ["CD31", "CD34", "vWF"],
+        # CD31 (PECAM) is on monocytes, neutrophils, platelets and naive T cells too: no leukocyte lineage marker
+        "negative": {"genes": ["PTPRC"], "proteins": ["CD45", "CD3", "CD14", "CD11b", "CD19", "CD20"]},
+    },
+    "Lymphatic endothelial": {
+        "genes": ["PROX1", "LYVE1", "PDPN", "CCL21", "TFF3"],
+        "proteins": ["LYVE1", "PROX1", "Podoplanin"],
+        "parent": "Endothelial",
+    },
 }
 
 _LYMPHOID: dict[str, dict[str, list[str]]] = {
@@ -162,7 +241,7 @@ _LYMPHOID: dict[str, dict[str, list[str]]] = {
 DEFAULT_REFERENCE = "immune_tme"
 
 #: name -> marker dict of the built-in references
-BUILTIN_REFERENCES: dict[str, dict[str, dict[str, list[str]]]] = {"immune_tme": _IMMUNE_TME, "lymphoid": _LYMPHOID}
+BUILTIN_REFERENCES: dict[str, dict[str, dict[str, Any]]] = {"immune_tme": _IMMUNE_TME, "lymphoid": _LYMPHOID}
 
 
 def builtin_markers(name: str = DEFAULT_REFERENCE) -> MarkerSet:

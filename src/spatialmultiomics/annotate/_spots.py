@@ -87,7 +87,7 @@ def _factor_types(mdata: MuData, k: int) -> np.ndarray:
 def _preprocess_like(mdata: MuData, modality: str, cells: AnnData) -> np.ndarray | sp.csr_matrix:
     """The cells' values preprocessed as the spot-level modality was (feature order of the modality)."""
     from spatialmultiomics.pp import modality_kind
-    from spatialmultiomics.pp._normalize import _normalized, apply_intensity_scaling
+    from spatialmultiomics.pp._normalize import _normalized, apply_intensity_scaling, stored_intensity_transform
 
     target = mdata[modality]
     missing = target.var_names.difference(cells.var_names)
@@ -110,8 +110,7 @@ def _preprocess_like(mdata: MuData, modality: str, cells: AnnData) -> np.ndarray
         X,
         target.var[Keys.SCALE_LOW].to_numpy(),
         target.var[Keys.SCALE_SPAN].to_numpy(),
-        transform=params.get("protein_transform", "arcsinh"),
-        cofactor=float(params.get("cofactor", 5.0)),
+        **stored_intensity_transform(target, fallback=params),
     )
 
 

@@ -208,10 +208,12 @@ def cli() -> None:
 )
 @click.option(
     "--annotation-method",
-    type=click.Choice(["auto", "paper"], case_sensitive=False),
-    default="auto",
+    type=click.Choice(["cluster", "auto", "paper", "factors", "markers"], case_sensitive=False),
+    default="cluster",
     show_default=True,
-    help="Factor naming: improved default, or the seed's top-10/top-5 rule.",
+    help="Cell typing: cluster = Leiden clusters named from their markers through the reference's lineage "
+    "hierarchy (negative markers; the finest type the panel supports, e.g. 'CD4 T cells' without FOXP3); auto = "
+    "factors named by marker enrichment + per-cell marker evidence; paper = the seed's top-10/top-5 rule.",
 )
 @click.option(
     "--expected",
@@ -237,7 +239,11 @@ def cli() -> None:
     "by aggregating cells into spots, or adjacent sections; auto picks and logs the route.",
 )
 @click.option(
-    "--match-radius", type=float, default=5.0, show_default=True, help="Largest distance (µm) of a cell match."
+    "--match-radius",
+    default="auto",
+    show_default=True,
+    help="Largest distance (µm) of a cell match, or 'auto': chosen from the nearest-partner distances after "
+    "registration (reported in the log).",
 )
 @click.option(
     "--allow-reflection",
@@ -245,10 +251,26 @@ def cli() -> None:
     help="Registration may also mirror a section (mounted face down); it refuses when both fit equally well.",
 )
 @click.option(
+    "--protein-transform",
+    type=click.Choice(["auto", "arcsinh", "arcsinh_background", "clr", "log1p", "none"], case_sensitive=False),
+    default="auto",
+    show_default=True,
+    help="Transform of protein / intensity channels before scaling: auto picks per modality (CLR for antibody "
+    "counts, arcsinh cofactor 5 for IMC / MIBI ion counts and for fluorescence and other intensities); arcsinh "
+    "uses cofactor 5 on every channel; arcsinh_background a per-channel cofactor at the channel's background "
+    "(lower quartile of its positive values).",
+)
+@click.option(
     "--keep-all-channels",
     is_flag=True,
     help="Factorize every protein channel; by default DNA / nuclear stains, background, empty and mass channels "
     "(DAPI, Hoechst, DNA1, Ir191, HH3, Background, Au ...) are kept in the data but out of the factors.",
+)
+@click.option(
+    "--spillover",
+    is_flag=True,
+    help="Compensate lateral spillover between touching cells of imaging protein data (REDSEA model on "
+    "centroids, strength estimated from mutually exclusive markers) before preprocessing. Off by default.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty result folder.")
 @click.option(
@@ -273,7 +295,9 @@ def run(
     align_route,
     match_radius,
     allow_reflection,
+    protein_transform,
     keep_all_channels,
+    spillover,
     overwrite,
     no_figures,
     quiet,
@@ -311,7 +335,9 @@ def run(
         align=align_route,
         match_radius=match_radius,
         allow_reflection=allow_reflection,
+        protein_transform=protein_transform,
         exclude_channels=None if keep_all_channels else "default",
+        spillover=spillover,
         overwrite=overwrite,
         progress=not quiet,
         figures=not no_figures,

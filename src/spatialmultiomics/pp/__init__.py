@@ -2,16 +2,26 @@
 
 from spatialmultiomics.pp._channels import NON_MARKER_CHANNELS, non_marker_channels
 from spatialmultiomics.pp._hvg import highly_variable_genes
-from spatialmultiomics.pp._normalize import apply_intensity_scaling, normalize_counts, scale_intensities
+from spatialmultiomics.pp._normalize import (
+    apply_intensity_scaling,
+    normalize_counts,
+    scale_intensities,
+    stored_intensity_transform,
+)
 from spatialmultiomics.pp._preprocess import modality_kind, preprocess
+from spatialmultiomics.pp._spillover import compensate_spillover
+from spatialmultiomics.pp._transforms import PROTEIN_TRANSFORMS
 
 __all__ = [
     "NON_MARKER_CHANNELS",
+    "PROTEIN_TRANSFORMS",
     "apply_intensity_scaling",
+    "compensate_spillover",
     "highly_variable_genes",
     "modality_kind",
     "non_marker_channels",
     "normalize_counts",
     "preprocess",
     "scale_intensities",
+    "stored_intensity_transform",
 ]

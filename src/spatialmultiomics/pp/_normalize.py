@@ -1,8 +1,9 @@
-"""Per-modality transforms: RNA library-size normalisation + log1p, protein arcsinh/log1p + robust scaling."""
+"""Per-modality transforms: RNA library-size normalisation + log1p, protein arcsinh / CLR / log1p + robust scaling."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -10,11 +11,15 @@ import scipy.sparse as sp
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._validate import check_finite_nonnegative, check_option, check_positive
+from spatialmultiomics.pp._transforms import PROTEIN_TRANSFORMS, TransformChoice, choose_transform, transform_channels
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["apply_intensity_scaling", "normalize_counts", "scale_intensities"]
+__all__ = ["apply_intensity_scaling", "normalize_counts", "scale_intensities", "stored_intensity_transform"]
+
+#: Transforms a modality can have been scaled with (what ``'auto'`` resolves to).
+INTENSITY_TRANSFORMS: tuple[str, ...] = tuple(t for t in PROTEIN_TRANSFORMS if t not in ("auto", "arcsinh_background"))
 
 
 def _scale_rows_inplace(X: sp.csr_matrix, scale: np.ndarray, rows_per_chunk: int = 65536) -> None:
@@ -95,24 +100,14 @@ def normalize_counts(
     return None
 
 
-def _transform(X: np.ndarray | sp.spmatrix, transform: str, cofactor: float) -> np.ndarray:
-    """Return the channel transform of ``X`` (dense float32, a new array)."""
-    X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
-    if transform == "arcsinh":
-        return np.arcsinh(X / np.float32(cofactor))
-    if transform == "log1p":
-        return np.log1p(X)
-    return X.copy()
-
-
 def _scale_intensities(
-    X: np.ndarray, *, transform: str, cofactor: float, low: float, high: float
+    X: np.ndarray | sp.spmatrix, *, transform: str, cofactor: float | np.ndarray, low: float, high: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Transform then map each channel's [low, high] percentiles to [0, 1], clipped at 0 (background removed).
 
     Returns ``(Y, lo, span)``: the scaled values and the per-channel offset and spread used (transformed units).
     """
-    Y = _transform(X, transform, cofactor)
+    Y = transform_channels(X, transform, cofactor)
     lo = np.percentile(Y, low, axis=0).astype(np.float32) if low > 0 else np.zeros(Y.shape[1], np.float32)
     hi = np.percentile(Y, high, axis=0).astype(np.float32)
     span = hi - lo
@@ -124,22 +119,84 @@ def _scale_intensities(
     return Y, lo, span
 
 
+def _check_cofactor(cofactor: float | np.ndarray, n_channels: int) -> float | np.ndarray:
+    """A positive number, or one positive number per channel."""
+    c = np.asarray(cofactor, dtype=np.float64)
+    if c.ndim == 0:
+        return check_positive(float(c), name="cofactor")
+    if c.shape != (n_channels,) or not np.all(np.isfinite(c)) or np.any(c <= 0):
+        got = np.array2string(c.ravel(), threshold=6, precision=4)
+        msg = f"cofactor must be a positive number or {n_channels} positive numbers (one per channel), got {got}."
+        raise InputError(msg)
+    return c
+
+
 def apply_intensity_scaling(
-    X: np.ndarray | sp.spmatrix, lo: np.ndarray, span: np.ndarray, *, transform: str, cofactor: float
+    X: np.ndarray | sp.spmatrix,
+    lo: np.ndarray,
+    span: np.ndarray,
+    *,
+    transform: str,
+    cofactor: float | np.ndarray = 5.0,
 ) -> np.ndarray:
-    """Scale new observations exactly as :func:`scale_intensities` scaled its input: same transform, and the
-    per-channel offset ``lo`` and spread ``span`` it stored in ``var['scale_low']`` / ``var['scale_span']``."""
-    Y = _transform(X, transform, cofactor)
+    """Scale new observations exactly as :func:`scale_intensities` scaled its input.
+
+    Parameters
+    ----------
+    X
+        New observations, cells x the modality's channels (same order).
+    lo, span
+        The per-channel offset and spread :func:`scale_intensities` stored in ``var['scale_low']`` /
+        ``var['scale_span']``.
+    transform
+        The transform the modality was scaled with: ``adata.uns['intensity_transform']['transform']``
+        (``'arcsinh'``, ``'clr'``, ``'log1p'`` or ``'none'``; not ``'auto'`` or ``'arcsinh_background'``, which
+        are resolved from the data).
+    cofactor
+        Arcsinh cofactor: one number, or one per channel (``var['arcsinh_cofactor']``). Ignored otherwise.
+
+    Returns
+    -------
+    Dense float32 array, cells x channels.
+    """
+    transform = check_option(transform, INTENSITY_TRANSFORMS, name="transform")
+    if transform == "arcsinh":
+        cofactor = _check_cofactor(cofactor, X.shape[1])
+    Y = transform_channels(X, transform, cofactor)
     Y -= np.asarray(lo, dtype=np.float32)
     Y /= np.asarray(span, dtype=np.float32)
     np.maximum(Y, 0, out=Y)
     return Y
 
 
+def stored_intensity_transform(adata: AnnData, *, fallback: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``transform`` and ``cofactor`` keywords of :func:`apply_intensity_scaling` for a scaled modality.
+
+    Read from ``adata.uns['intensity_transform']`` and ``var['arcsinh_cofactor']``; a modality scaled before they
+    were recorded takes ``fallback['protein_transform']`` / ``fallback['cofactor']`` (``mdata.uns['preprocess']``).
+    """
+    record = adata.uns.get(Keys.INTENSITY_TRANSFORM)
+    if isinstance(record, Mapping) and "transform" in record:
+        transform = str(record["transform"])
+        cofactor: float | np.ndarray = 5.0
+        if transform == "arcsinh" and Keys.ARCSINH_COFACTOR in adata.var:
+            cofactor = adata.var[Keys.ARCSINH_COFACTOR].to_numpy(dtype=np.float64)
+        return {"transform": transform, "cofactor": cofactor}
+    fallback = fallback or {}
+    transform = str(fallback.get("protein_transform", "arcsinh"))
+    if transform not in INTENSITY_TRANSFORMS:
+        msg = (
+            f"the modality records no intensity transform (uns['{Keys.INTENSITY_TRANSFORM}']) and the preprocessing "
+            f"asked for {transform!r}; run smo.pp.preprocess again."
+        )
+        raise InputError(msg)
+    return {"transform": transform, "cofactor": float(fallback.get("cofactor", 5.0))}
+
+
 def scale_intensities(
     adata: AnnData,
     *,
-    transform: str = "arcsinh",
+    transform: str = "auto",
     cofactor: float = 5.0,
     low_percentile: float = 1.0,
     high_percentile: float = 99.0,
@@ -148,39 +205,79 @@ def scale_intensities(
 ) -> np.ndarray | None:
     """Transform intensities (proteins, metabolites) and scale every channel to a comparable, non-negative range.
 
-    Each channel is transformed (``arcsinh(x / cofactor)``, ``log1p`` or ``none``), then its
-    ``low_percentile`` is subtracted (background) and it is divided by the spread up to ``high_percentile``;
-    negative values are clipped to 0, so channels land on roughly [0, 1] with bright cells above 1.
+    Each channel is transformed (see ``transform``), then its ``low_percentile`` is subtracted (background) and it
+    is divided by the spread up to ``high_percentile``; negative values are clipped to 0, so channels land on
+    roughly [0, 1] with bright cells above 1.
 
     Parameters
     ----------
     adata
-        Modality with raw intensities in ``X``.
+        Modality with raw intensities or antibody counts in ``X``; its platform is read from
+        ``uns['provenance']['platform']`` (``'generic'`` when absent).
     transform
-        ``'arcsinh'`` (default, cytometry convention), ``'log1p'`` or ``'none'``.
+        ``'auto'`` (default): chosen from the platform and the values. Antibody-derived counts (non-negative
+        integers, at least two channels, not from an imaging cytometry platform: CITE-seq ADT tables, generic
+        tables) -> ``'clr'``; mass cytometry imaging (IMC, MIBI) with integer ion counts -> arcsinh with cofactor
+        5; every other intensity table (CODEX, CyCIF, Xenium Protein, generic intensities; IMC / MIBI per-pixel
+        mean counts) -> arcsinh with ``cofactor`` (default 5) in the units of the data. Or force one:
+        ``'arcsinh'`` (``cofactor`` for every channel, the cytometry convention), ``'arcsinh_background'``
+        (arcsinh with a per-channel cofactor at the channel's background, the lower quartile of its positive
+        values: linear through the background, logarithmic for the positive cells; it measured worse than
+        cofactor 5 on real labelled data, see :mod:`spatialmultiomics.pp._transforms`), ``'clr'`` (centred
+        log-ratio per cell across channels, Seurat's CLR with ``margin=2``), ``'log1p'`` or ``'none'``.
     cofactor
-        Arcsinh cofactor, in the units of the intensities.
+        Arcsinh cofactor of ``transform='arcsinh'`` and of the intensity rule of ``'auto'`` (not of ion counts,
+        which keep 5), in the units of the values (unused otherwise).
     low_percentile, high_percentile
         Percentiles (0-100) mapped to 0 and 1.
     layer_added
         Layer that receives the result.
     inplace
-        Write ``adata.layers[layer_added]`` and the per-channel offset and spread (transformed units) to
-        ``var['scale_low']`` / ``var['scale_span']`` (True; :func:`apply_intensity_scaling` reuses them), or
-        return the matrix.
+        Write ``adata.layers[layer_added]``, the per-channel offset and spread (transformed units) to
+        ``var['scale_low']`` / ``var['scale_span']``, the arcsinh cofactor of each channel to
+        ``var['arcsinh_cofactor']`` (NaN for the other transforms) and the transform used, its cofactor rule and
+        the reason to ``uns['intensity_transform']`` (True; :func:`apply_intensity_scaling` reuses them, see
+        :func:`stored_intensity_transform`), or return the matrix.
+
+    Raises
+    ------
+    InputError
+        For an unknown ``transform`` (the message names ``protein_transform`` and the allowed values), a
+        cofactor that is not positive, percentiles out of order, or negative / non-finite values.
     """
-    transform = check_option(transform, ("arcsinh", "log1p", "none"), name="protein_transform")
-    check_positive(cofactor, name="cofactor")
+    choice = _resolve_transform(adata, transform=transform, cofactor=cofactor)
     if not 0 <= low_percentile < high_percentile <= 100:
         msg = f"percentiles must satisfy 0 <= low < high <= 100, got low={low_percentile}, high={high_percentile}."
         raise InputError(msg)
-    check_finite_nonnegative(adata.X, name="intensities")
     out, lo, span = _scale_intensities(
-        adata.X, transform=transform, cofactor=cofactor, low=low_percentile, high=high_percentile
+        adata.X,
+        transform=choice.transform,
+        cofactor=choice.cofactor if choice.cofactor is not None else 1.0,
+        low=low_percentile,
+        high=high_percentile,
     )
     if not inplace:
         return out
     adata.layers[layer_added] = out
     adata.var[Keys.SCALE_LOW] = lo
     adata.var[Keys.SCALE_SPAN] = span
+    adata.var[Keys.ARCSINH_COFACTOR] = choice.cofactor if choice.cofactor is not None else np.nan
+    adata.uns[Keys.INTENSITY_TRANSFORM] = {
+        "requested": str(transform).lower(),
+        "transform": choice.transform,
+        "cofactor_rule": choice.rule or "none",
+        "reason": choice.reason,
+    }
     return None
+
+
+def _resolve_transform(adata: AnnData, *, transform: str, cofactor: float) -> TransformChoice:
+    """Validate the transform options and the values, then pick the modality's transform."""
+    transform = check_option(transform, PROTEIN_TRANSFORMS, name="protein_transform")
+    check_positive(cofactor, name="cofactor")
+    check_finite_nonnegative(adata.X, name="intensities")
+    prov = adata.uns.get(Keys.PROVENANCE, {})
+    platform = prov.get("platform") if isinstance(prov, Mapping) else None
+    return choose_transform(
+        adata.X, platform=str(platform or "generic").lower(), transform=transform, cofactor=cofactor
+    )
