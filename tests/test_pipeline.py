@@ -201,3 +201,24 @@ def test_dna_channels_stay_out_of_the_factors_unless_kept() -> None:
     assert np.any(kept.W_protein[-1] > 0.0)
     assert default.mdata.uns["pipeline"]["params"]["exclude_channels"] == "default"
     assert kept.mdata.uns["pipeline"]["params"]["exclude_channels"] == "none"
+
+
+def test_spillover_option_compensates_the_protein_modality_and_keeps_the_measured_values() -> None:
+    mdata = smo.datasets.synthetic_tissue(n_cells=1500, seed=0)
+    measured = np.asarray(mdata["protein"].X).copy()
+    plain = smo.run_pipeline(mdata["rna"], mdata["protein"], n_factors=12, markers=dict(mdata.uns["markers"]))
+    res = smo.run_pipeline(
+        mdata["rna"], mdata["protein"], n_factors=12, markers=dict(mdata.uns["markers"]), spillover=True
+    )
+    prot = res.mdata["protein"]
+    assert res.mdata.uns["pipeline"]["params"]["spillover"] is True
+    assert plain.mdata.uns["pipeline"]["params"]["spillover"] is False
+    assert Keys.SPILLOVER in prot.uns and Keys.SPILLOVER not in plain.mdata["protein"].uns
+    np.testing.assert_array_equal(np.asarray(prot.layers[Keys.RAW]), measured)
+    np.testing.assert_array_equal(np.asarray(prot.X), np.asarray(prot.layers[Keys.SPILL_COMPENSATED]))
+    # the planted spill (0.2 of the neighbours' mean) is estimated and removed: values move, none negative
+    strength = prot.uns[Keys.SPILLOVER]["strength"]
+    assert 0.05 <= strength <= 0.35, strength
+    assert np.all(np.asarray(prot.X) >= 0) and not np.allclose(np.asarray(prot.X), measured)
+    # the RNA modality (counts, not an imaging intensity) is untouched
+    assert Keys.SPILLOVER not in res.mdata["rna"].uns

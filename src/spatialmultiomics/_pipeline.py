@@ -282,8 +282,9 @@ def run_pipeline(
         hierarchy), ``'auto'`` (factors named by marker enrichment + per-cell marker evidence), ``'paper'`` (the
         seed's top-10 / top-5 rule), ``'factors'`` or ``'markers'``; see :func:`smo.annotate.annotate`.
     spillover
-        Compensate lateral spillover between touching cells (:func:`smo.pp.compensate_spillover`) in the protein
-        modalities of imaging platforms before preprocessing. Off by default: on the synthetic tissue it removes
+        Compensate lateral spillover between touching cells (:func:`smo.pp.compensate_spillover`) in every
+        intensity modality of single cells (not spots) before preprocessing; the measured values move to
+        ``layers['raw']``. Off by default: on the synthetic tissue it removes
         the planted spill without changing the typing, and on the real sets it helped one reference and hurt
         another (see ``docs/markers.md``).
     expected
@@ -496,19 +497,14 @@ def run_pipeline(
     return result
 
 
-#: platforms whose protein values are per-cell means of segmented images, where lateral spillover happens
-_IMAGING_PLATFORMS = ("codex", "cycif", "mibi", "imc", "generic")
-
-
 def _compensate_spillover(mdata: MuData) -> None:
-    """Spillover compensation of every imaging intensity modality; the measured values move to ``layers['raw']``."""
+    """Spillover compensation of every intensity modality of single cells; the measured values move to
+    ``layers['raw']``."""
     from spatialmultiomics import pp
     from spatialmultiomics.align._spots import looks_like_spots
 
     for name, adata in mdata.mod.items():
-        prov = adata.uns.get(Keys.PROVENANCE, {})
-        platform = str(prov.get("platform", "generic") if isinstance(prov, Mapping) else "generic").lower()
-        if pp.modality_kind(mdata, name) != "intensity" or platform not in _IMAGING_PLATFORMS:
+        if pp.modality_kind(mdata, name) != "intensity":
             continue
         if Keys.SPATIAL not in adata.obsm or looks_like_spots(adata)[0]:
             logger.info("spillover: %s skipped (no single-cell coordinates)", name)

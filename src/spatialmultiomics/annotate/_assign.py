@@ -485,6 +485,13 @@ def annotate(
         tree_index = match_markers(tree_set, {m: feature_names[m] for m in data_mods})
         # one lineage marker is evidence enough in a hierarchy: a panel with CD19 but no CD20 still has B cells
         tree_types, tree_dropped = _select_types(tree_set, tree_index, data_mods, min_fraction=0.0)
+        # a lineage level the panel cannot see (T cells without CD3) stays as a pass-through node of the hierarchy,
+        # so its subtypes are still gated through their ancestors (CD4 T cells through CD45)
+        kept = set(tree_types)
+        for t in list(tree_types):
+            kept.update(tree_set.ancestors(t))
+        tree_types = [t for t in tree_set.types if t in kept]
+        tree_dropped = [t for t in tree_set.types if t not in kept]
         if not tree_types:
             msg = f"no type of {tree_set.name} has enough markers among the features of {data_mods}."
             raise InputError(msg)

@@ -47,9 +47,9 @@ from spatialmultiomics.annotate._cluster import (
     _igraph,
     _knn,
     _modality_blocks,
-    _relabel_by_size,
     joint_embedding,
     leiden,
+    merge_small_clusters,
     snn_graph,
 )
 from spatialmultiomics.annotate._markers import MarkerSet, match_markers
@@ -227,6 +227,47 @@ def between_cluster_share(V: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.divide(adjusted, total, out=np.zeros_like(total), where=total > 0)
 
 
+def _subcluster(
+    E: np.ndarray, labels: np.ndarray, resolution: float, n_neighbors: int, seed: int, names: Any
+) -> np.ndarray:
+    """Re-cluster every cluster on its own cells once; a part that gets a type of its own becomes a cluster.
+
+    A population that Leiden left inside a larger one (regulatory T cells among CD4 T cells) is a larger share of
+    the cells of its cluster than of the tissue: a neighbour graph built on the cluster's cells alone separates it.
+    ``names(labels)`` gives the type code of each cluster of a partition (-1 Unknown). Parts of at least
+    :data:`MIN_CLUSTER_CELLS` cells named with a type (not Unknown) other than their cluster's split off; the other
+    parts stay in the cluster.
+    """
+    base = names(labels)
+    out = labels.copy()
+    next_label = int(labels.max()) + 1
+    for c in range(int(labels.max()) + 1):
+        rows = np.flatnonzero(labels == c)
+        if rows.size < 2 * MIN_CLUSTER_CELLS:
+            continue
+        sub_g = snn_graph(E[rows], n_neighbors=n_neighbors)
+        sub = merge_small_clusters(sub_g, leiden(sub_g, resolution=resolution, seed=seed), MIN_CLUSTER_CELLS)
+        if sub.max() == 0:
+            continue
+        trial = labels.copy()
+        trial[rows] = next_label + sub
+        trial_names = names(_dense(trial))
+        dense = _dense(trial)
+        for part in range(int(sub.max()) + 1):
+            mine = rows[sub == part]
+            code = trial_names[dense[mine[0]]]
+            if code >= 0 and code != base[c]:
+                out[mine] = next_label
+                next_label += 1
+    return _dense(out)
+
+
+def _dense(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels 0..k-1 in the order of their values."""
+    _, inv = np.unique(labels, return_inverse=True)
+    return inv.astype(np.int64)
+
+
 def _smooth(V: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Mean of each row with its neighbours' rows (``idx``: (n, k) neighbour indices into the same rows)."""
     out = V.copy()
@@ -279,7 +320,7 @@ def annotate_by_cluster(
     n_neighbors = check_positive_int(n_neighbors, name="n_neighbors", minimum=2)
     max_cells = check_positive_int(max_cells, name="max_cells", minimum=100)
     auto = isinstance(resolution, str)
-    if auto and str(resolution).strip().lower() != "auto":
+    if isinstance(resolution, bool) or (auto and str(resolution).strip().lower() != "auto"):
         msg = f"resolution must be 'auto' or a positive number, got {resolution!r}."
         raise InputError(msg)
     if not auto:
@@ -333,7 +374,9 @@ def annotate_by_cluster(
     else:
         res = float(resolution)
         lab_s = leiden(g, resolution=res, seed=seed)
-    lab_s = _relabel_by_size(lab_s)
+    if g is not None:
+        lab_s = merge_small_clusters(G, lab_s, MIN_CLUSTER_CELLS)
+        lab_s = _subcluster(Es, lab_s, res, n_neighbors, seed, lambda lab: name(lab)[3])
     tree, informative, P, codes, evidence = name(lab_s)
     own, _ = tree.own_evidence(P)
     ev_types = tree.propagated(own)

@@ -34,7 +34,7 @@ from spatialmultiomics._log import logger
 if TYPE_CHECKING:
     from mudata import MuData
 
-__all__ = ["RESOLUTION_GRID", "joint_embedding", "leiden", "snn_graph"]
+__all__ = ["RESOLUTION_GRID", "joint_embedding", "leiden", "merge_small_clusters", "snn_graph"]
 
 #: dimensions of the KD-tree queries that assign unsampled cells (the embedding's top principal components)
 _TREE_DIMS = 16
@@ -213,6 +213,36 @@ def leiden(G: sp.csr_matrix | Any, *, resolution: float = 1.0, seed: int = 0, n_
         n_iterations=n_iterations,
     )
     return _relabel_by_size(np.asarray(part.membership, dtype=np.int64))
+
+
+def merge_small_clusters(G: sp.csr_matrix, labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Merge every cluster of fewer than ``min_size`` cells into the larger cluster it is most connected to.
+
+    Smallest clusters first; a cluster with no edge to a large one stays. Returns labels numbered by size.
+    """
+    labels = _relabel_by_size(np.asarray(labels, dtype=np.int64))
+    k = int(labels.max()) + 1 if labels.size else 0
+    sizes = np.bincount(labels, minlength=k)
+    if k < 2 or sizes.min() >= min_size:
+        return labels
+    C = sp.csr_matrix((np.ones(labels.size), (np.arange(labels.size), labels)), shape=(labels.size, k))
+    M = (C.T @ G @ C).toarray()  # k x k connection weights between clusters
+    np.fill_diagonal(M, 0.0)
+    target = np.arange(k)
+    for c in np.argsort(sizes, kind="stable"):
+        if sizes[c] >= min_size:
+            continue
+        big = np.flatnonzero(sizes >= min_size)
+        if big.size == 0 or M[c, big].max() <= 0:
+            continue
+        t = int(big[np.argmax(M[c, big])])
+        target[target == c] = t
+        sizes[t] += sizes[c]
+        sizes[c] = 0
+        M[t] += M[c]
+        M[:, t] += M[:, c]
+        M[t, t] = 0.0
+    return _relabel_by_size(target[labels])
 
 
 def _modality_blocks(mdata: MuData) -> list[Any]:

@@ -229,11 +229,9 @@ def _negatives(
 
 
 def _check_tree(ms: MarkerSet) -> None:
-    """Parents must be types of the set and never form a cycle."""
+    """Parents never form a cycle. (A parent defined in another reference is allowed here, so that a file can add
+    a subtype to a built-in lineage; :func:`check_parents` checks the reference that is finally used.)"""
     for t, p in ms.parent.items():
-        if p not in ms.markers:
-            msg = f"{ms.name}: type {t!r} names parent {p!r}, which is not a type of the reference."
-            raise InputError(msg)
         seen = {t}
         while p is not None:
             if p in seen:
@@ -326,9 +324,8 @@ class MarkerSet:
         """The reference for the flat methods: every type but the groups, each with its ancestors' markers.
 
         A type inherits the positive markers of its ancestors that need their markers on average (not those of
-        ``match: any`` groups: a macrophage need not be CD11b+ for being myeloid) and the negative markers of all
-        its ancestors. Parents, groups and negatives are gone from the result (negatives cannot be scored by
-        the flat methods). A reference without hierarchy is returned as is.
+        ``match: any`` groups: a macrophage need not be CD11b+ for being myeloid). Parents, groups and negative
+        markers are gone from the result (the flat methods cannot score negatives). A reference without hierarchy is returned as is.
         """
         if not self.hierarchical:
             return self
@@ -437,10 +434,6 @@ class MarkerSet:
                 raise InputError(msg)
             if is_group:
                 group[ct] = match
-        for ct, p in parent.items():
-            if p not in out:
-                msg = f"{name}: type {ct!r} names parent {p!r}, which is not a type of the reference."
-                raise InputError(msg)
         return cls(out, name=name, negative=negative, parent=parent, group=group)
 
     @classmethod
@@ -587,6 +580,18 @@ def _csv_parents(frame: Any, type_col: Any, parent_col: Any, out: dict[str, Any]
             out[ct]["parent"] = p
 
 
+def check_parents(ms: MarkerSet) -> MarkerSet:
+    """Raise :class:`InputError` when a type names a parent that is not a type of ``ms``; return ``ms``."""
+    for t, p in ms.parent.items():
+        if p not in ms.markers:
+            msg = (
+                f"{ms.name}: type {t!r} names parent {p!r}, which is not a type of the reference; define it, or "
+                "extend a reference that has it (extend=True adds yours to immune_tme)."
+            )
+            raise InputError(msg)
+    return ms
+
+
 MarkerSource = MarkerSet | Mapping[str, Any] | str | Path
 
 
@@ -624,8 +629,9 @@ def merge_markers(*marker_sets: MarkerSource, how: str = "replace", name: str | 
         Two or more references in any form :func:`load_markers` accepts (built-in names, files, dicts,
         :class:`MarkerSet`), in order.
     how
-        ``'replace'``: a type that appears again takes the later markers (its position stays that of its first
-        appearance); new types are appended. ``'union'``: the marker lists of a repeated type are joined
+        ``'replace'``: a type that appears again takes the later markers and negative markers (its position stays
+        that of its first appearance, and its parent and group those of the earlier definition unless the later one
+        sets them); new types are appended. ``'union'``: the marker lists of a repeated type are joined
         (per modality, first-seen order, without duplicates).
     name
         Provenance label of the result; default the names joined with ``'+'``.
@@ -662,10 +668,9 @@ def merge_markers(*marker_sets: MarkerSource, how: str = "replace", name: str | 
     for ms in sets:
         for t, mods in ms.markers.items():
             if how == "replace" or t not in out:
+                # the markers are replaced; the type keeps its place in the hierarchy unless it names another
                 out[t] = {m: tuple(v) for m, v in mods.items()}
                 negative[t] = {m: tuple(v) for m, v in ms.negative.get(t, {}).items()}
-                parent.pop(t, None)
-                group.pop(t, None)
             else:
                 out[t] = union(out[t], mods)
                 negative[t] = union(negative.get(t, {}), ms.negative.get(t, {}))
@@ -726,7 +731,7 @@ def load_markers(
         loaded = sets[0] if len(sets) == 1 else merge_markers(*sets)
     else:
         loaded = _load_one(markers, extra_modalities=extra_modalities)
-    return loaded if base is None else merge_markers(base, loaded)
+    return check_parents(loaded if base is None else merge_markers(base, loaded))
 
 
 #: genome prefixes of multi-genome references (Cell Ranger's ``hg19_CD3E``, ``GRCh38_CD3E``, ``mm10---Cd3e``)
