@@ -53,27 +53,13 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _real_sets as rsets
+from bench_real_data import md_table
 
 import spatialmultiomics as smo
 
 HERE = Path(__file__).resolve().parent
 MIN_CELLS = 5  #: a reference lineage enters the macro-F1 with at least this many scored cells
 COFACTOR = 5.0  #: arcsinh cofactor of the peers' imaging transform (the pipeline's own default too)
-
-
-def md_table(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
-    def fmt(v: object) -> str:
-        if v is None or (isinstance(v, float | np.floating) and np.isnan(v)):
-            return "–"
-        if isinstance(v, float | np.floating):
-            return format(float(v), floatfmt)
-        return str(v)
-
-    cols = [str(frame.index.name or ""), *map(str, frame.columns)]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for idx, *values in frame.itertuples(index=True, name=None):
-        lines.append("| " + " | ".join([fmt(idx), *map(fmt, values)]) + " |")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------- scoring

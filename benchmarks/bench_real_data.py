@@ -81,9 +81,12 @@ SCIMAP_TO_BUILTIN = {
 
 
 def md_table(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
-    """A DataFrame as a Markdown table (index included); floats with ``floatfmt``, other values as text."""
+    """A DataFrame as a Markdown table (index included); floats with ``floatfmt``, None / NaN as "–", other values
+    as text."""
 
     def fmt(v: object) -> str:
+        if v is None or (isinstance(v, float | np.floating) and np.isnan(v)):
+            return "–"
         if isinstance(v, bool | np.bool_):
             return str(bool(v))
         if isinstance(v, float | np.floating):

@@ -235,3 +235,12 @@ def test_load_markers_extend_and_lists(tmp_path):
         load_markers(mine, extend=3)
     with pytest.raises(InputError, match="unknown built-in marker reference"):
         load_markers(mine, extend="brain")
+
+
+def test_cd45_isoforms_stand_in_only_without_a_cd45_channel():
+    from spatialmultiomics.annotate._markers import MarkerSet, match_markers
+
+    ref = MarkerSet.from_dict({"Immune": {"proteins": ["CD45"]}})
+    assert match_markers(ref, {"protein": ["CD3", "CD45RO", "CD45", "CD8"]})["Immune"]["protein"].tolist() == [2]
+    assert match_markers(ref, {"protein": ["CD3", "CD45RO", "CD8"]})["Immune"]["protein"].tolist() == [1]
+    assert match_markers(ref, {"protein": ["HLA.DR", "CD45RA"]})["Immune"]["protein"].tolist() == [1]

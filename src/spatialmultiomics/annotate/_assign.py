@@ -477,6 +477,13 @@ def annotate(
         types, dropped = list(marker_set.types), []
     else:
         types, dropped = _select_types(marker_set, index, data_mods)
+        if tree_set.hierarchical:
+            # a flattened type needs one of its own markers: CD45 inherited from 'Immune cells' does not make a
+            # panel without CD3 or CD4 able to see CD4 T cells
+            own = match_markers(tree_set, {m: feature_names[m] for m in data_mods})
+            blind = [t for t in types if t in own and not any(own[t][m].size for m in data_mods)]
+            types = [t for t in types if t not in blind]
+            dropped = [t for t in marker_set.types if t not in types]
         if dropped:
             logger.info("annotate: types with too few markers in the data are not used: %s", dropped)
     sub_index = {t: index[t] for t in types}

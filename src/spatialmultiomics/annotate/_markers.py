@@ -54,7 +54,8 @@ ALIASES: tuple[tuple[str, ...], ...] = (
     ("aSMA", "SMA", "alpha-SMA", "αSMA", "α-SMA", "ACTA2", "alpha smooth muscle actin"),
     ("CD3", "CD3e", "CD3epsilon", "CD3ε"),
     ("E-cadherin", "ECAD", "E-Cad", "CDH1"),
-    ("CD45", "PTPRC", "LCA"),
+    # the isoforms stand in for pan-CD45 only on panels without a CD45 channel (full names are matched first)
+    ("CD45", "PTPRC", "LCA", "CD45RO", "CD45RA", "CD45RB"),
     ("HLA-DR", "HLA-DRA", "MHC-II", "MHC class II"),
     ("Ki67", "Ki-67", "MKI67"),
     ("CD20", "MS4A1"),
