@@ -294,7 +294,9 @@ def _moved_protein(mdata, seed: int = 0):
 
 
 def test_pipeline_end_to_end_with_moved_protein_frame() -> None:
-    mdata = smo.datasets.synthetic_tissue(n_cells=2000, seed=0)
+    # 3,000 cells: at 2,000 (1,800 matched) the default clustering annotation can leave the 54 Tregs inside the
+    # CD4 T cells whatever the alignment (docs/markers.md, known limits), which is not what this test is about
+    mdata = smo.datasets.synthetic_tissue(n_cells=3000, seed=0)
     markers = dict(mdata.uns["markers"])
     truth = mdata.obs["true_cell_type"].astype(str)
     same = smo.run_pipeline(mdata["rna"], mdata["protein"], n_factors=20, markers=markers)

@@ -10,7 +10,9 @@
    measured and dropped: the stability of the partition over 80 % subsamples (below 0.9 at every resolution on
    the real imaging sets, whose populations are continua; it then chose 4 clusters for 9 types on the CyCIF
    exemplar) and the best mean naming evidence (flat within 0.01 from 0.3 to 2 on every set, so it chose
-   coarse partitions).
+   coarse partitions). Clusters below 30 cells are merged into their most connected neighbour, then every
+   cluster is re-clustered once on its own cells in the space of the reference's markers, and a part that gets a
+   type of its own splits off (:func:`_subcluster`).
 2. **Name** (:mod:`~spatialmultiomics.annotate._naming`): markers whose variance lies less than 5 % between the
    clusters are set aside as if the panel lacked them (CD45 on blood, where every cell carries it; nonspecific
    antibodies such as EpCAM or CD138 on PBMCs: measured on the ECCITE panel, 0.01-0.04 for those against
@@ -233,7 +235,9 @@ def _subcluster(
     """Re-cluster every cluster on its own cells once; a part that gets a type of its own becomes a cluster.
 
     A population that Leiden left inside a larger one (regulatory T cells among CD4 T cells) is a larger share of
-    the cells of its cluster than of the tissue: a neighbour graph built on the cluster's cells alone separates it.
+    the cells of its cluster than of the tissue: a neighbour graph built on the cluster's cells alone, in the space
+    of the reference's informative markers (``E``), separates it (synthetic tissue, 3,000 cells, seed 0: Tregs
+    found, macro-F1 0.905 -> 0.983; on the joint embedding they stayed hidden).
     ``names(labels)`` gives the type code of each cluster of a partition (-1 Unknown). Parts of at least
     :data:`MIN_CLUSTER_CELLS` cells named with a type (not Unknown) other than their cluster's split off; the other
     parts stay in the cluster.
@@ -376,7 +380,10 @@ def annotate_by_cluster(
         lab_s = leiden(g, resolution=res, seed=seed)
     if g is not None:
         lab_s = merge_small_clusters(G, lab_s, MIN_CLUSTER_CELLS)
-        lab_s = _subcluster(Es, lab_s, res, n_neighbors, seed, lambda lab: name(lab)[3])
+        # sub-clusters are sought on the reference's markers (the lineage-defining channels), where a population
+        # hidden in a larger one differs; the whole embedding would split it along its other variation
+        markers_e = V[:, between_cluster_share(V, lab_s) >= MIN_BETWEEN_SHARE]
+        lab_s = _subcluster(markers_e if markers_e.shape[1] else Es, lab_s, res, n_neighbors, seed, lambda lab: name(lab)[3])
     tree, informative, P, codes, evidence = name(lab_s)
     own, _ = tree.own_evidence(P)
     ev_types = tree.propagated(own)
