@@ -256,3 +256,23 @@ def test_adjacent_route_matches_by_expression(planted) -> None:
     bare = prot[:, ["DAPI", "P1", "P2"]].copy()
     near = align({"rna": rna, "protein": bare}, route="adjacent", transforms={"protein": Transform.identity()})
     assert set(near.obs["protein_status"].astype(str)) == {"transferred"}
+
+
+def test_adjacent_route_needs_no_registration_when_matching_by_expression(planted) -> None:
+    from spatialmultiomics.align import align
+
+    rna, ta, prot, tb = planted
+    # a square section of uniform density turned by 90°: its orientation is ambiguous, the cells still match
+    turned = prot.copy()
+    turned.obsm["spatial"] = Transform.from_params(rotation_deg=90.0, center=(300.0, 300.0)).apply(prot.obsm["spatial"])
+    out = align({"rna": rna, "protein": turned}, route="adjacent")
+    entry = out.uns["alignment"]["modalities"]["protein"]
+    assert entry["method"] == "expression" and "positions not used" in entry["reason"]
+    assert np.isnan(out.obs["protein_distance_um"]).all()
+    src = prot.obs_names.get_indexer(out.obs["protein_id"])
+    assert np.mean(tb[src] == ta) >= 0.9
+    # frames that do not overlap are refused, expression or not
+    far = prot[:40].copy()
+    far.obsm["spatial"] = far.obsm["spatial"] * 0.05 + 1e6
+    with pytest.raises(InputError, match="registration failed: the frames do not overlap"):
+        align({"rna": rna, "protein": far}, route="adjacent")

@@ -58,7 +58,7 @@ from spatialmultiomics._validate import check_option, check_positive, check_posi
 from spatialmultiomics._warnings import warn
 from spatialmultiomics.align._join import join_by_id
 from spatialmultiomics.align._match import check_coords, estimate_match_radius, match_cells, nearest_cells
-from spatialmultiomics.align._register import RegistrationResult, register
+from spatialmultiomics.align._register import MIN_OVERLAP, RegistrationResult, register
 from spatialmultiomics.align._spots import assign_cells_to_spots, looks_like_spots, spot_weights
 from spatialmultiomics.align._transform import Transform
 
@@ -385,7 +385,7 @@ def _expression_link(
     ref: AnnData,
     other: AnnData,
     ref_xy: np.ndarray,
-    other_xy: np.ndarray,
+    other_xy: np.ndarray | None,
     *,
     names: tuple[str, str],
     reason: str,
@@ -398,7 +398,8 @@ def _expression_link(
     """Adjacent sections: each reference cell takes the score-weighted mean profile of the cells of the other
     modality it matches by expression (:func:`~spatialmultiomics.align.integrate_unpaired`); cells without a trusted
     match are imputed from the trusted cells nearest in the joint space (``unmatched='impute'``) or left without a
-    partner. None when the panels share no linked feature (the caller then falls back to the nearest cells)."""
+    partner. ``other_xy``: the other cells in the reference frame (None when the frames are unknown: distances are
+    then NaN). None when the panels share no linked feature (the caller then falls back to the nearest cells)."""
     from spatialmultiomics.align._integrate import integrate_unpaired
 
     try:
@@ -413,7 +414,8 @@ def _expression_link(
     best, best_score = res.best()
     source = np.where(has, best, -1).astype(np.int64)
     distance = np.full(ref_xy.shape[0], np.nan)
-    distance[has] = np.linalg.norm(ref_xy[has] - other_xy[source[has]], axis=1)
+    if other_xy is not None:
+        distance[has] = np.linalg.norm(ref_xy[has] - other_xy[source[has]], axis=1)
     diag = res.diagnostics
     counts = {
         "method": "expression",
@@ -426,7 +428,7 @@ def _expression_link(
         "min_score": float(res.min_score),
         "median_score": float(np.nanmedian(best_score)),
         "canonical_correlations": diag["canonical_correlations"][:5],
-        "median_partner_distance_um": float(np.nanmedian(distance)) if has.any() else float("nan"),
+        "median_partner_distance_um": float(np.nanmedian(distance)) if np.isfinite(distance).any() else float("nan"),
         "n_other_unused": int(other.n_obs - np.unique(weights.indices).size),
         "integration_seconds": diag["seconds"]["total"],
     }
@@ -793,8 +795,36 @@ def _link_one(
             logger.warning("route='spots': reference %r does not look like spots (%s)", reference, spotty[reference][1])
         return spots(f"route='spots' requested; reference {spotty[reference][1]}")
     if route == "adjacent":
-        reg = do_register("auto", "raise")
-        return adjacent(f"route='adjacent' requested; {reg.message}", reg)
+        reg = do_register("auto", "ignore")
+        if reg.success:
+            return adjacent(f"route='adjacent' requested; {reg.message}", reg)
+        # the same tissue whose orientation is ambiguous: matching by expression needs no registration (positions
+        # are then not used); frames that do not overlap stay refused, and the nearest cells need the registration
+        by_expression = None
+        if reg.overlap >= MIN_OVERLAP:
+            by_expression = _expression_link(
+                ref,
+                other,
+                ref_xy,
+                None,
+                names=(reference, name),
+                reason=f"route='adjacent' requested; registration failed ({reg.message}), positions not used",
+                transform=Transform.identity(),
+                registration=None,
+                n_matches=n_neighbors,
+                unmatched=unmatched,
+                seed=seed,
+            )
+        if by_expression is None:
+            extra = ""
+            if reg.overlap >= MIN_OVERLAP:
+                extra = ", or panels with linked features (cells matched by expression need no registration)"
+            msg = (
+                f"alignment of {name!r} onto {reference!r}: registration failed: {reg.message}; pass landmarks= or "
+                f"transforms=...{extra}."
+            )
+            raise InputError(msg)
+        return by_expression
 
     # auto
     if landmarks is None and given is None:

@@ -342,9 +342,10 @@ def _nearest_centroid(X: np.ndarray, cent: np.ndarray) -> np.ndarray:
     return out
 
 
-def _kmeans(X: np.ndarray, n_clusters: int, rng: np.random.Generator, n_iter: int = 8) -> np.ndarray:
-    """Centroids of a few Lloyd iterations on at most 50,000 rows (seeded random start)."""
-    sub = X[np.sort(rng.choice(X.shape[0], min(X.shape[0], 50_000), replace=False))]
+def _kmeans(X: np.ndarray, n_clusters: int, rng: np.random.Generator, n_iter: int = 6) -> np.ndarray:
+    """Centroids of a few Lloyd iterations on a seeded sample of rows (at most 20,000, and 8 per centroid)."""
+    n_sub = min(X.shape[0], max(20_000, 8 * n_clusters))
+    sub = X[np.sort(rng.choice(X.shape[0], n_sub, replace=False))]
     cent = sub[rng.choice(sub.shape[0], n_clusters, replace=False)].copy()
     for _ in range(n_iter):
         lab = _nearest_centroid(sub, cent)

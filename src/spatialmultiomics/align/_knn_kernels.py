@@ -1,15 +1,16 @@
 """Numba kernels of the nearest-neighbour searches of :mod:`spatialmultiomics.align._integrate`.
 
 Imported lazily (numba costs ~0.4 s to import). Distances are computed by BLAS in blocks by the caller; these
-kernels only keep the ``k`` smallest entries of each row (a sorted insertion, a few ns per entry where
-``numpy.argpartition`` costs ~20 ns). Work is split by rows, each row on its own: results do not depend on the
-number of threads. No logging, no I/O, no AnnData here.
+kernels only keep the ``k`` smallest entries of each row (a sorted insertion, 2-5 ns per entry where
+``numpy.argpartition`` costs ~20 ns). They run on one thread: measured on the shared 2-core machine, a
+``prange`` version was 3-7x slower per entry (its threads wait for each other on a loaded machine). No logging,
+no I/O, no AnnData here.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 __all__ = ["merge_block", "topk_rows"]
 
@@ -26,7 +27,7 @@ def _insert(bd: np.ndarray, bi: np.ndarray, val: float, j: int) -> None:
     bi[pos] = j
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def topk_rows(D: np.ndarray, k: int, skip_from: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` smallest entries of each row of ``D`` (float32, (n, m)), ascending: (values, columns).
 
@@ -36,7 +37,7 @@ def topk_rows(D: np.ndarray, k: int, skip_from: int) -> tuple[np.ndarray, np.nda
     n, m = D.shape
     vals = np.full((n, k), np.inf, dtype=np.float32)
     cols = np.full((n, k), -1, dtype=np.int64)
-    for r in prange(n):
+    for r in range(n):
         bd = vals[r]
         bi = cols[r]
         skip = skip_from + r if skip_from >= 0 else -1
@@ -47,7 +48,7 @@ def topk_rows(D: np.ndarray, k: int, skip_from: int) -> tuple[np.ndarray, np.nda
     return vals, cols
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def merge_block(
     best_d: np.ndarray, best_i: np.ndarray, rows: np.ndarray, D: np.ndarray, cols: np.ndarray, skip_self: bool
 ) -> None:
@@ -58,7 +59,7 @@ def merge_block(
     ignores candidate ``q``.
     """
     k = best_d.shape[1]
-    for r in prange(rows.shape[0]):
+    for r in range(rows.shape[0]):
         q = rows[r]
         bd = best_d[q]
         bi = best_i[q]

@@ -4,7 +4,7 @@ Integration without cell-to-cell correspondence (MaxFuse, MARIO) starts from the
 measure, one directly and one through its gene: the CD8 channel and the CD8A / CD8B transcripts, PanCK and the
 keratin genes, CD45 and PTPRC. :data:`PROTEIN_GENE_LINKS` is the built-in table; :func:`load_links` extends it from
 a dict or a file, and :func:`resolve_links` finds the linked pairs in two feature panels. Channel names are matched
-the way marker names are (:func:`smo.annotate._markers.canonical_name` and its alias groups, so ``PanCK`` /
+the way marker names are (:func:`spatialmultiomics._names.canonical_name` and its alias groups, so ``PanCK`` /
 ``Pan-Keratin`` / ``pan-cytokeratin``, ``CD3e`` / ``CD3``, ``PD1 (CD279)`` / ``PD-1`` all work); gene symbols are
 matched case-insensitively, with genome prefixes (``hg19_CD3E``) dropped.
 """
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from spatialmultiomics._errors import InputError
+from spatialmultiomics._names import ALIASES, canonical_name, feature_name_variants
 
 __all__ = ["PROTEIN_GENE_LINKS", "LinkTable", "LinkedFeatures", "load_links", "resolve_links"]
 
@@ -153,22 +154,6 @@ PROTEIN_GENE_LINKS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
 _NEVER_NAMES = ("IgG1", "IgG2a", "IgG2b", "IgG", "Isotype", "DAPI", "Hoechst", "DNA1", "DNA2", "Histone H3", "Blank")
 
 
-# Name matching is the marker tables' (smo.annotate._markers), imported on first use so that importing align does
-# not import the annotation stage.
-def canonical_name(name: str) -> str:
-    """Lower-case, Latin letters and digits only (:func:`smo.annotate._markers.canonical_name`)."""
-    from spatialmultiomics.annotate._markers import canonical_name as canon
-
-    return canon(name)
-
-
-def feature_name_variants(name: str) -> list[str]:
-    """``'hg19_CD3E'`` -> ``['CD3E']``, ``'PD1 (CD279)'`` -> ``['PD1', 'CD279']`` (see the marker tables)."""
-    from spatialmultiomics.annotate._markers import feature_name_variants as variants
-
-    return variants(name)
-
-
 @cache
 def _never() -> frozenset[str]:
     return frozenset(canonical_name(n) for n in _NEVER_NAMES)
@@ -176,8 +161,6 @@ def _never() -> frozenset[str]:
 
 @cache
 def _alias_groups() -> tuple[frozenset[str], ...]:
-    from spatialmultiomics.annotate._markers import ALIASES
-
     return tuple(frozenset(canonical_name(a) for a in group) for group in ALIASES)
 
 

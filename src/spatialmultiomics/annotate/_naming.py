@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = [
     "NAME_THRESHOLD",
@@ -88,11 +89,16 @@ def cluster_positivity(V: np.ndarray, labels: np.ndarray, gates: np.ndarray) -> 
     """Fraction of each cluster's cells above each marker's gate, shape (n_clusters, n_markers)."""
     labels = np.asarray(labels, dtype=np.int64)
     n_clusters = int(labels.max()) + 1 if labels.size else 0
-    pos = (np.asarray(V) > np.asarray(gates)[None, :]).astype(np.float64)
-    sums = np.zeros((n_clusters, pos.shape[1]))
-    np.add.at(sums, labels, pos)
+    pos = (np.asarray(V) > np.asarray(gates)[None, :]).astype(np.float32)
+    sums = np.asarray(one_hot(labels, n_clusters).T @ pos, dtype=np.float64)
     sizes = np.bincount(labels, minlength=n_clusters).astype(np.float64)
     return sums / np.maximum(sizes, 1.0)[:, None]
+
+
+def one_hot(labels: np.ndarray, n_clusters: int) -> sp.csr_matrix:
+    """Sparse (n_cells, n_clusters) indicator of each cell's cluster (float32)."""
+    n = labels.size
+    return sp.csr_matrix((np.ones(n, dtype=np.float32), (np.arange(n), labels)), shape=(n, n_clusters))
 
 
 @dataclass(frozen=True)
