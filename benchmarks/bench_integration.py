@@ -53,8 +53,9 @@ from spatialmultiomics._demo import score_labels
 from spatialmultiomics.align import Transform, align, integrate_unpaired, register, transfer_profiles
 from spatialmultiomics.align._links import resolve_links
 
-DATA = Path(os.environ.get("SMO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-CITESEQ = DATA / "citeseq_eccite_citefuse"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_real_data import read_citeseq  # ECCITE RNA + ADT (its dummy grid is not used here)
+
 MAXFUSE_PYTHON = os.environ.get("MAXFUSE_PYTHON", "/tmp/mf/bin/python")
 
 
@@ -92,22 +93,6 @@ def adjacent_sections(n_cells: int = 10_000, seed: int = 2) -> dict:
         "transform": t,
         "markers": dict(mdata.uns["markers"]),
     }
-
-
-def read_citeseq():
-    """RNA (MatrixMarket, genes x cells) and ADT (CSV, antibodies x cells) as AnnData (no coordinates)."""
-    import scipy.io
-
-    X = scipy.io.mmread(CITESEQ / "RNA_counts.mtx.gz").T.tocsr().astype(np.float32)
-    genes = pd.read_csv(CITESEQ / "RNA_genes.tsv.gz", header=None)[0].astype(str).tolist()
-    barcodes = pd.read_csv(CITESEQ / "barcodes.tsv.gz", header=None)[0].astype(str).tolist()
-    adt = pd.read_csv(CITESEQ / "ADT_counts.csv.gz", index_col=0).T
-    adt.columns = adt.columns.astype(str)
-    rna = ad.AnnData(X, obs=pd.DataFrame(index=barcodes), var=pd.DataFrame(index=pd.Index(genes)))
-    prot = ad.AnnData(
-        adt.loc[barcodes].to_numpy(np.float32), obs=pd.DataFrame(index=barcodes), var=pd.DataFrame(index=adt.columns)
-    )
-    return rna, prot
 
 
 def adt_gates(prot) -> np.ndarray:
