@@ -331,6 +331,7 @@ def run_pipeline(
     from spatialmultiomics import annotate, factorize, io, pp, spatial
     from spatialmultiomics.align import align as align_modalities
     from spatialmultiomics.align._align import ROUTES, check_match_radius
+    from spatialmultiomics.annotate._assign import METHODS as ANNOTATION_METHODS
     from spatialmultiomics.annotate._score import UNKNOWN
     from spatialmultiomics.annotate._spots import spot_modalities
 
@@ -339,8 +340,6 @@ def run_pipeline(
     match_radius = check_match_radius(match_radius)
     unmatched = check_option(unmatched, ("impute", "drop"), name="unmatched")
     radius = check_positive(radius, name="radius")
-    from spatialmultiomics.annotate._assign import METHODS as ANNOTATION_METHODS
-
     annotation_method = check_option(annotation_method, ANNOTATION_METHODS, name="annotation_method")
     expected = check_option(expected, ("exact", "paper"), name="expected")
     protein_transform = check_option(protein_transform, pp.PROTEIN_TRANSFORMS, name="protein_transform")

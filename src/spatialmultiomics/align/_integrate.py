@@ -47,6 +47,7 @@ from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
 from spatialmultiomics._random import check_random_state
+from spatialmultiomics._sparse import one_hot
 from spatialmultiomics._validate import check_in_range, check_option, check_positive, check_positive_int
 from spatialmultiomics._warnings import warn
 from spatialmultiomics.align._links import LinkTable, linked_matrix, resolve_links
@@ -911,8 +912,7 @@ def transfer_labels(
         raise InputError(msg)
     cats, codes = np.unique(lab, return_inverse=True)
     W = result.weights(min_score, untrusted=untrusted)
-    onehot = sp.csr_matrix((np.ones(codes.size), (np.arange(codes.size), codes)), shape=(codes.size, cats.size))
-    votes = (W @ onehot).toarray()
+    votes = (W @ one_hot(codes, cats.size)).toarray()
     win = votes.argmax(axis=1)
     conf = votes[np.arange(votes.shape[0]), win]
     has = conf > 0

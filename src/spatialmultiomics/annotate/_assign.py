@@ -473,6 +473,12 @@ def annotate(
     top_n = resolve_weights(list(loadings), n_top, DEFAULT_N_TOP, name="n_top")
     weights_used = resolve_weights(data_mods, weights, DEFAULT_WEIGHTS, name="weights")
 
+    # each type's own markers (before flattening) found in the data
+    own = (
+        match_markers(tree_set, {m: feature_names[m] for m in data_mods})
+        if tree_set.hierarchical or method == "cluster"
+        else index
+    )
     if method == "paper":
         types, dropped = list(marker_set.types), []
     else:
@@ -480,7 +486,6 @@ def annotate(
         if tree_set.hierarchical:
             # a flattened type needs one of its own markers: CD45 inherited from 'Immune cells' does not make a
             # panel without CD3 or CD4 able to see CD4 T cells
-            own = match_markers(tree_set, {m: feature_names[m] for m in data_mods})
             blind = [t for t in types if t in own and not any(own[t][m].size for m in data_mods)]
             types = [t for t in types if t not in blind]
             dropped = [t for t in marker_set.types if t not in types]
@@ -489,9 +494,8 @@ def annotate(
     sub_index = {t: index[t] for t in types}
     clustered = None
     if method == "cluster":
-        tree_index = match_markers(tree_set, {m: feature_names[m] for m in data_mods})
         # one lineage marker is evidence enough in a hierarchy: a panel with CD19 but no CD20 still has B cells
-        tree_types, tree_dropped = _select_types(tree_set, tree_index, data_mods, min_fraction=0.0)
+        tree_types, _ = _select_types(tree_set, own, data_mods, min_fraction=0.0)
         # a lineage level the panel cannot see (T cells without CD3) stays as a pass-through node of the hierarchy,
         # so its subtypes are still gated through their ancestors (CD4 T cells through CD45)
         kept = set(tree_types)

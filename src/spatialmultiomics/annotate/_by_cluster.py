@@ -43,12 +43,14 @@ import scipy.sparse as sp
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
+from spatialmultiomics._sparse import one_hot
 from spatialmultiomics.annotate._cluster import (
     RESOLUTION_GRID,
     _assign_rest,
     _igraph,
     _knn,
     _modality_blocks,
+    _relabel_by_size,
     joint_embedding,
     leiden,
     merge_small_clusters,
@@ -61,7 +63,6 @@ from spatialmultiomics.annotate._naming import (
     cluster_positivity,
     descend,
     marker_gates,
-    one_hot,
 )
 from spatialmultiomics.annotate._score import DEFAULT_WEIGHTS, UNKNOWN, resolve_weights
 from spatialmultiomics.pp import modality_kind
@@ -218,7 +219,7 @@ def between_cluster_share(V: np.ndarray, labels: np.ndarray) -> np.ndarray:
     k = int(labels.max()) + 1 if labels.size else 0
     sizes = np.bincount(labels, minlength=k).astype(np.float64)
     V = np.asarray(V, dtype=np.float64)
-    sums = np.asarray(one_hot(labels, k).astype(np.float64).T @ V)
+    sums = np.asarray(one_hot(labels, k).T @ V)
     means = sums / np.maximum(sizes, 1.0)[:, None]
     grand = V.mean(axis=0)
     between = (sizes[:, None] * (means - grand) ** 2).sum(axis=0)
@@ -255,21 +256,15 @@ def _subcluster(
             continue
         trial = labels.copy()
         trial[rows] = next_label + sub
-        trial_names = names(_dense(trial))
-        dense = _dense(trial)
+        trial = _relabel_by_size(trial)
+        trial_names = names(trial)
         for part in range(int(sub.max()) + 1):
             mine = rows[sub == part]
-            code = trial_names[dense[mine[0]]]
+            code = trial_names[trial[mine[0]]]
             if code >= 0 and code != base[c]:
                 out[mine] = next_label
                 next_label += 1
-    return _dense(out)
-
-
-def _dense(labels: np.ndarray) -> np.ndarray:
-    """Renumber labels 0..k-1 in the order of their values."""
-    _, inv = np.unique(labels, return_inverse=True)
-    return inv.astype(np.int64)
+    return _relabel_by_size(out)
 
 
 def _smooth(V: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -352,14 +347,15 @@ def annotate_by_cluster(
     gates = marker_gates(V, seed=seed)
     g = _igraph(G) if Es.shape[0] >= 3 else None
 
-    def name(labels: np.ndarray) -> tuple[TypeTree, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def name(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Informative markers, cluster positivity, type code and evidence per cluster, evidence per type."""
         # markers that do not differ between the clusters say nothing about them (CD45 on blood, where every
         # cell carries it; a nonspecific antibody): they are set aside, as if the panel lacked them
         informative = between_cluster_share(V, labels) >= MIN_BETWEEN_SHARE
         tree = _tree(marker_set, types, pos, neg, mods, w_mod, keep=informative)
         P = cluster_positivity(V, labels, gates)
-        codes, evidence = descend(tree, P)
-        return tree, informative, P, codes, evidence
+        codes, evidence, ev_types = descend(tree, P, return_evidence=True)
+        return informative, P, codes, evidence, ev_types
 
     # 3. clusters at the chosen resolution
     table: dict[float, tuple[float, int]] = {}
@@ -382,13 +378,11 @@ def annotate_by_cluster(
         lab_s = merge_small_clusters(G, lab_s, MIN_CLUSTER_CELLS)
         # sub-clusters are sought on the reference's markers (the lineage-defining channels), where a population
         # hidden in a larger one differs; the whole embedding would split it along its other variation
-        markers_e = V[:, between_cluster_share(V, lab_s) >= MIN_BETWEEN_SHARE]
+        markers_e = V[:, name(lab_s)[0]]
         lab_s = _subcluster(
-            markers_e if markers_e.shape[1] else Es, lab_s, res, n_neighbors, seed, lambda lab: name(lab)[3]
+            markers_e if markers_e.shape[1] else Es, lab_s, res, n_neighbors, seed, lambda lab: name(lab)[2]
         )
-    tree, informative, P, codes, evidence = name(lab_s)
-    own, _ = tree.own_evidence(P)
-    ev_types = tree.propagated(own)
+    informative, P, codes, evidence, ev_types = name(lab_s)
     clusters = np.empty(n, dtype=np.int64)
     clusters[sample] = lab_s
     if sample.size < n:
@@ -401,14 +395,13 @@ def annotate_by_cluster(
     cluster_types = np.unique(codes[codes >= 0])
     if override and (~counts_cols).any() and cluster_types.size:
         cell_tree = _tree(marker_set, types, pos, neg, mods, w_mod, keep=informative & ~counts_cols)
+        icols = np.flatnonzero(~counts_cols)  # counts are too sparse per cell: their columns stay 0
         for a in range(0, n, 200_000):
             rows = np.arange(a, min(n, a + 200_000))
-            Vc = _values(mdata, cols, rows)
-            Ps = np.clip((Vc - gates) / (2 * SOFT_GATE_WIDTH) + 0.5, 0.0, 1.0)
-            Ps[:, counts_cols] = 0.0
-            mine, mine_ev = descend(cell_tree, Ps)
-            own_c, _ = cell_tree.own_evidence(Ps)
-            ev_c = cell_tree.propagated(own_c)
+            Ps = np.zeros((rows.size, len(cols)), dtype=np.float32)
+            Vi = _values(mdata, [cols[i] for i in icols], rows)
+            Ps[:, icols] = np.clip((Vi - gates[icols]) / (2 * SOFT_GATE_WIDTH) + 0.5, 0.0, 1.0)
+            mine, mine_ev, ev_c = descend(cell_tree, Ps, return_evidence=True)
             cur = cell_codes[rows]
             has = cur >= 0
             cur_ev = np.where(has, ev_c[np.arange(rows.size), np.maximum(cur, 0)], 0.0)

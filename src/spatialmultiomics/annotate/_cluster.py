@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
+from spatialmultiomics._sparse import one_hot
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -116,7 +117,7 @@ def _knn(E: np.ndarray, n_neighbors: int) -> np.ndarray:
     from scipy.spatial import cKDTree
 
     k = min(n_neighbors, E.shape[0] - 1)
-    if E.shape[1] <= 16:
+    if E.shape[1] <= _TREE_DIMS:  # a KD-tree degrades to brute force in more dimensions
         _, idx = cKDTree(E).query(E, k=k + 1, workers=-1)
     else:
         from sklearn.neighbors import NearestNeighbors
@@ -228,7 +229,7 @@ def merge_small_clusters(G: sp.csr_matrix, labels: np.ndarray, min_size: int) ->
     sizes = np.bincount(labels, minlength=k)
     if k < 2 or sizes.min() >= min_size:
         return labels
-    C = sp.csr_matrix((np.ones(labels.size), (np.arange(labels.size), labels)), shape=(labels.size, k))
+    C = one_hot(labels, k)
     M = (C.T @ G @ C).toarray()  # k x k connection weights between clusters
     np.fill_diagonal(M, 0.0)
     target = np.arange(k)

@@ -29,7 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
+
+from spatialmultiomics._sparse import one_hot
 
 __all__ = [
     "NAME_THRESHOLD",
@@ -90,15 +91,9 @@ def cluster_positivity(V: np.ndarray, labels: np.ndarray, gates: np.ndarray) -> 
     labels = np.asarray(labels, dtype=np.int64)
     n_clusters = int(labels.max()) + 1 if labels.size else 0
     pos = (np.asarray(V) > np.asarray(gates)[None, :]).astype(np.float32)
-    sums = np.asarray(one_hot(labels, n_clusters).T @ pos, dtype=np.float64)
+    sums = np.asarray(one_hot(labels, n_clusters, np.float32).T @ pos, dtype=np.float64)
     sizes = np.bincount(labels, minlength=n_clusters).astype(np.float64)
     return sums / np.maximum(sizes, 1.0)[:, None]
-
-
-def one_hot(labels: np.ndarray, n_clusters: int) -> sp.csr_matrix:
-    """Sparse (n_cells, n_clusters) indicator of each cell's cluster (float32)."""
-    n = labels.size
-    return sp.csr_matrix((np.ones(n, dtype=np.float32), (np.arange(n), labels)), shape=(n, n_clusters))
 
 
 @dataclass(frozen=True)
@@ -220,8 +215,13 @@ class TypeTree:
 
 
 def descend(
-    tree: TypeTree, P: np.ndarray, *, threshold: float = NAME_THRESHOLD, margin: float = TIE_MARGIN
-) -> tuple[np.ndarray, np.ndarray]:
+    tree: TypeTree,
+    P: np.ndarray,
+    *,
+    threshold: float = NAME_THRESHOLD,
+    margin: float = TIE_MARGIN,
+    return_evidence: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Name each row of a positivity matrix by descending the type tree (see the module notes).
 
     Parameters
@@ -234,11 +234,14 @@ def descend(
         Evidence a type needs.
     margin
         Siblings within this of the best are compared by summed evidence.
+    return_evidence
+        Also return the evidence of every type (:meth:`TypeTree.propagated`, n_rows x n_types; ``-inf`` where a
+        type has no marker in the data), computed on the way.
 
     Returns
     -------
     ``(codes, evidence)``: type index per row (-1 = Unknown) and the evidence of the type chosen (the best root's
-    evidence for Unknown rows).
+    evidence for Unknown rows); with ``return_evidence``, the per-type evidence as a third item.
     """
     own, total = tree.own_evidence(P)
     ev = tree.propagated(own)
@@ -275,4 +278,5 @@ def descend(
             node[go] = pick
             codes[go] = pick
             score[go] = ev[go, pick]
-    return codes, np.where(np.isfinite(score), score, 0.0)
+    score = np.where(np.isfinite(score), score, 0.0)
+    return (codes, score, ev) if return_evidence else (codes, score)
