@@ -72,18 +72,26 @@ def md_table(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
 # ---------------------------------------------------------------------------------------------- data
 
 
-def adjacent_sections(n_cells: int = 10_000, seed: int = 2) -> dict:
-    """RNA on a random half of the cells, proteins on the other half, moved to another frame."""
+def adjacent_sections(n_cells: int = 10_000, seed: int = 2, notch: bool = False) -> dict:
+    """RNA on a random half of the cells, proteins on the other half, moved to another frame. ``notch``: cut a
+    disc out of one corner, so that the outline has one orientation (the square tissue's density is symmetric
+    under quarter turns, which leaves the registration ambiguous)."""
     mdata = smo.datasets.synthetic_tissue(n_cells=n_cells, seed=seed)
     truth = mdata.obs["true_cell_type"].astype(str)
     rng = np.random.default_rng(0)
     in_rna = rng.random(mdata.n_obs) < 0.5
     xy = np.asarray(mdata.obsm[Keys.SPATIAL])
+    keep = np.ones(mdata.n_obs, dtype=bool)
+    if notch:
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
+        keep = np.hypot(*(xy - (lo + 0.8 * (hi - lo))).T) > 0.3 * (hi - lo).min()
     t = Transform.from_params(rotation_deg=5.0, translation=(50.0, -50.0), center=xy.mean(axis=0))
+    in_prot = ~in_rna & keep
+    in_rna &= keep
     rna = mdata["rna"][in_rna].copy()
-    prot = mdata["protein"][~in_rna].copy()
-    prot.obsm[Keys.SPATIAL] = t.apply(xy[~in_rna] + rng.normal(0.0, 5.0, size=((~in_rna).sum(), 2)))
-    true_prot = truth[~in_rna].to_numpy()
+    prot = mdata["protein"][in_prot].copy()
+    prot.obsm[Keys.SPATIAL] = t.apply(xy[in_prot] + rng.normal(0.0, 5.0, size=(in_prot.sum(), 2)))
+    true_prot = truth[in_prot].to_numpy()
     prot.obs_names = [f"p{i}" for i in range(prot.n_obs)]
     return {
         "rna": rna,

@@ -47,6 +47,7 @@ class Keys:
     COMPOSITION = "cell_type_composition"  # obsm of spots: fraction of the spot's cells of each type (DataFrame)
     COMPOSITION_SHARE = "cell_type_share"  # obs of spots: fraction of the spot's cells of the spot's type
     SPOT_CELLS = "spot_cells"  # uns: the single cells under the spots with their transferred types (DataFrame)
+    SEPARATE = "separate_typing"  # uns: per modality set apart (route 'separate'): its cells' types, concordance
 
     # spatial graph
     GRAPH = "spatial_connectivities"  # obsp: CSR adjacency, no self-loops

@@ -420,6 +420,24 @@ def run_pipeline(
             factorize.store_k_selection(mdata, selection)
         t = done("factorize", t)
         annotate.annotate(mdata, markers=markers, method=annotation_method, seed=seed)
+        _type_apart(  # modalities set apart by the alignment (route 'separate'): typed on their own cells
+            mdata,
+            mods,
+            radius=radius,
+            n_factors=n_factors,
+            markers=markers,
+            annotation_method=annotation_method,
+            solver=solver,
+            max_iter=max_iter,
+            seed=seed,
+            spillover=spillover,
+            preprocess_kw={
+                "n_top_genes": n_top_genes,
+                "rna_normalization": rna_normalization,
+                "protein_transform": protein_transform,
+                "exclude_channels": pp.NON_MARKER_CHANNELS if exclude_channels == "default" else exclude_channels,
+            },
+        )
         spot_mods = [name for name in spot_modalities(mdata) if name in mods]
         if len(spot_mods) == 1:  # spots + single cells: type the cells under each spot, count them
             annotate.spot_composition(mdata, mods[spot_mods[0]], modality=spot_mods[0])
@@ -552,3 +570,99 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[pkg] = "unknown"
     return out
+
+
+def _type_apart(
+    mdata: MuData,
+    mods: Mapping[str, AnnData],
+    *,
+    radius: float,
+    n_factors: int | str,
+    markers: Any,
+    annotation_method: str,
+    solver: str,
+    max_iter: int,
+    seed: int,
+    spillover: bool,
+    preprocess_kw: dict[str, Any],
+) -> None:
+    """Route ``'separate'``: type every modality set apart on its own cells, then integrate at the level of types.
+
+    Each such modality is preprocessed, factorized and annotated exactly as a run on it alone would be (the same
+    parameters and marker reference; ``n_factors`` capped at what its panel allows). On the reference frame (when
+    the registration succeeded) every reference cell gets the fractions of the other modality's types within
+    ``radius`` (``obsm['<name>_type_fractions']``, ``obs['<name>_n_around']``), and the two type vocabularies are
+    compared by which types lie among which (:func:`~spatialmultiomics.align._separate.type_concordance`). Results:
+    ``uns['separate_typing'][name]`` (``cells``: one row per cell of that modality with its type and its position
+    on the reference frame; ``concordance``; ``type_agreement``), written as ``cell_types_<name>.csv`` and
+    ``type_concordance_<name>.csv``.
+    """
+    from spatialmultiomics import annotate, factorize, pp
+    from spatialmultiomics._mudata import make_mudata
+    from spatialmultiomics.align import Transform
+    from spatialmultiomics.align._separate import (
+        cross_neighbours,
+        neighbour_type_fractions,
+        type_agreement,
+        type_concordance,
+    )
+    from spatialmultiomics.factorize._api import _n_features_used
+
+    info = mdata.uns.get("alignment", {})
+    apart = list(info.get("separate", []))
+    if not apart:
+        return
+    out: dict[str, Any] = {}
+    for name in apart:
+        entry = info["modalities"][name]
+        sub = make_mudata({name: mods[name].copy()})
+        if spillover:
+            _compensate_spillover(sub)
+        pp.preprocess(sub, **preprocess_kw)
+        feasible = min(sub.n_obs, sum(_n_features_used(sub).values()))
+        if n_factors == "auto":
+            k = factorize.select_n_factors(sub, solver=solver, seed=seed, inplace=False).k
+        else:
+            k = min(int(n_factors), feasible)
+            if k < int(n_factors):
+                logger.info("separate %s: %d factors (its panel allows at most %d)", name, k, feasible)
+        factorize.joint_nmf(sub, n_components=k, solver=solver, max_iter=max_iter, seed=seed)
+        annotate.annotate(sub, markers=markers, method=annotation_method, seed=seed)
+        labels = sub.obs[Keys.CELL_TYPE].astype(str).to_numpy()
+        own_xy = np.asarray(mods[name].obsm[Keys.SPATIAL], dtype=np.float64)[:, :2]
+        placed = bool(entry.get("positions_used", False))
+        xy = Transform.from_dict(entry["transform"]).apply(own_xy) if placed else np.full_like(own_xy, np.nan)
+        cells = pd.DataFrame(
+            {
+                "cell_id": sub.obs_names.to_numpy().astype(str),
+                "x": xy[:, 0],
+                "y": xy[:, 1],
+                "cell_type": labels,
+                "confidence": sub.obs[Keys.CELL_TYPE_CONFIDENCE].to_numpy(dtype=np.float64),
+            }
+        )
+        record: dict[str, Any] = {"cells": cells, "n_factors": int(k), "positions_used": placed}
+        types = pd.Series(labels).value_counts()
+        summary = ", ".join(f"{t} {n}" for t, n in types.head(6).items())
+        if placed:
+            graph = cross_neighbours(np.asarray(mdata.obsm[Keys.SPATIAL]), xy, radius)
+            fractions, n_around = neighbour_type_fractions(graph, labels)
+            fractions.index = mdata.obs_names.copy()
+            mdata.obsm[f"{name}_type_fractions"] = fractions
+            mdata.obs[f"{name}_n_around"] = n_around
+            ref_labels = mdata.obs[Keys.CELL_TYPE].astype(str).to_numpy()
+            record["concordance"] = type_concordance(graph, ref_labels, labels)
+            record["type_agreement"] = type_agreement(fractions, ref_labels, exclude=("Unknown",))
+            logger.info(
+                "separate %s: %d cells typed on their own (%s); the most frequent %s type around a reference cell "
+                "is its own type for %.0f%% of the reference cells",
+                name,
+                sub.n_obs,
+                summary,
+                name,
+                100.0 * record["type_agreement"],
+            )
+        else:
+            logger.info("separate %s: %d cells typed on their own (%s); positions not used", name, sub.n_obs, summary)
+        out[name] = record
+    mdata.uns[Keys.SEPARATE] = out

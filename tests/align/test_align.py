@@ -199,7 +199,7 @@ def test_empty_spots_follow_impute_or_drop(hex_spots, jittered_grid) -> None:
     assert dropped.n_obs == spots_xy.shape[0] - 1 and "BC10-1" not in dropped.obs_names
 
 
-def test_adjacent_sections_transfer_with_a_warning(jittered_grid) -> None:
+def test_adjacent_sections_without_linked_features_are_set_apart(jittered_grid) -> None:
     rng = np.random.default_rng(11)
     cells = jittered_grid(3000, rng)
     cells = cells[np.hypot(*(cells - [300.0, 250.0]).T) > 120.0]
@@ -209,27 +209,32 @@ def test_adjacent_sections_transfer_with_a_warning(jittered_grid) -> None:
     prot = _modality(truth_t.apply(cells[half]), [f"p{i}" for i in range(half.sum())], 3, 1)
     with pytest.warns(SpatialMultiOmicsWarning, match="sections are treated as adjacent"):
         out = align({"rna": rna, "protein": prot}, n_neighbors=3)
-    entry = out.uns["alignment"]["modalities"]["protein"]
-    assert entry["route"] == "adjacent" and entry["registration"]["method"] == "density"
-    assert entry["n_neighbors"] == 3
-    assert set(out.obs["protein_status"].astype(str)) == {"transferred"}
-    # each row is a convex combination of protein cells: within the range of the data
-    assert out["protein"].X.min() >= prot.X.min() - 1e-6 and out["protein"].X.max() <= prot.X.max() + 1e-6
+    info = out.uns["alignment"]
+    entry = info["modalities"]["protein"]
+    # no linked feature: no cell of one section stands in for a cell of the other
+    assert entry["route"] == "separate" and entry["registration"]["method"] == "density"
+    assert "no linked feature" in entry["reason"] and entry["positions_used"]
+    assert info["separate"] == ["protein"] and list(out.mod) == ["rna"]
+    assert out.n_obs == rna.n_obs and info["n_reference_dropped"] == 0
+    # the transform that places the protein cells on the RNA frame: within a few cell spacings of the truth
+    t = Transform.from_dict(entry["transform"])
+    err = np.linalg.norm(t.apply(prot.obsm[Keys.SPATIAL]) - cells[half], axis=1)
+    assert np.sqrt(np.mean(err**2)) < 30.0
 
 
-def test_explicit_adjacent_route_in_the_same_frame(jittered_grid) -> None:
+def test_explicit_separate_route_in_the_same_frame(jittered_grid) -> None:
     rng = np.random.default_rng(12)
     cells = jittered_grid(1500, rng)
     cells = cells[np.hypot(*(cells - [150.0, 250.0]).T) > 90.0]
     half = rng.random(cells.shape[0]) < 0.5
     rna = _modality(cells[~half], [f"r{i}" for i in range((~half).sum())], 4, 0, counts=True)
     prot = _modality(cells[half], [f"p{i}" for i in range(half.sum())], 3, 1)
-    out = align({"rna": rna, "protein": prot}, route="adjacent", n_neighbors=1)
-    t = Transform.from_dict(out.uns["alignment"]["modalities"]["protein"]["transform"])
-    assert abs(t.rotation_deg) < 3.0 and np.abs(t.translation).max() < 40.0
-    # one neighbour: each row is exactly its nearest protein cell
-    pid = out.obs["protein_id"].to_numpy()
-    np.testing.assert_allclose(out["protein"].X, prot[pid].X, rtol=1e-6)
+    for route in ("separate", "adjacent"):
+        out = align({"rna": rna, "protein": prot}, route=route)
+        entry = out.uns["alignment"]["modalities"]["protein"]
+        assert entry["route"] == "separate" and list(out.mod) == ["rna"]
+        t = Transform.from_dict(entry["transform"])
+        assert abs(t.rotation_deg) < 3.0 and np.abs(t.translation).max() < 40.0
 
 
 def test_h5mu_round_trip(jittered_grid, disk_jitter, tmp_path: Path) -> None:
@@ -407,14 +412,9 @@ def test_never_drops_more_than_5_percent_unless_asked(jittered_grid, disk_jitter
     other = rng.random(cells.shape[0]) < 0.5
     adjacent = _modality(cells[left & other] + 6.0, [f"a{i}" for i in range((left & other).sum())], 3, 1)
     frame = {"transforms": {"protein": Transform.identity()}}
-    with pytest.raises(
-        InputError,
-        match=r"of 2000 'rna' observations \(\d+%\) have no partner \(protein: \d+ without a "
-        r"partner on route 'adjacent'\); unmatched='impute' leaves out at most 5%",
-    ):
-        align({"rna": rna, "protein": adjacent}, route="adjacent", **frame)
-    kept = align({"rna": rna, "protein": adjacent}, route="adjacent", unmatched="drop", **frame)
-    assert 0.05 * rna.n_obs < kept.uns["alignment"]["n_reference_dropped"] == rna.n_obs - kept.n_obs
+    # different cells and no linked feature: set apart, nothing dropped
+    apart = align({"rna": rna, "protein": adjacent}, route="adjacent", **frame)
+    assert apart.n_obs == rna.n_obs and apart.uns["alignment"]["separate"] == ["protein"]
     # same cells: the uncovered ones are imputed from alike cells (kept), or refused when only space may fill them
     same = _modality(cells[left] + disk_jitter(int(left.sum()), 2.0, rng), [f"s{i}" for i in range(left.sum())], 3, 2)
     out = align({"rna": rna, "protein": same})

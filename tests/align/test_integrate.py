@@ -252,10 +252,10 @@ def test_adjacent_route_matches_by_expression(planted) -> None:
     # the source cell of each row is one of its matches, of the same type far more often than the nearest cell
     src = prot.obs_names.get_indexer(out.obs["protein_id"])
     assert np.mean(tb[src] == ta) >= 0.9
-    # panels without linked features keep the nearest-cell transfer
+    # panels without linked features: each modality is typed on its own cells (route 'separate')
     bare = prot[:, ["DAPI", "P1", "P2"]].copy()
-    near = align({"rna": rna, "protein": bare}, route="adjacent", transforms={"protein": Transform.identity()})
-    assert set(near.obs["protein_status"].astype(str)) == {"transferred"}
+    apart = align({"rna": rna, "protein": bare}, route="adjacent", transforms={"protein": Transform.identity()})
+    assert apart.uns["alignment"]["modalities"]["protein"]["route"] == "separate" and list(apart.mod) == ["rna"]
 
 
 def test_adjacent_route_needs_no_registration_when_matching_by_expression(planted) -> None:

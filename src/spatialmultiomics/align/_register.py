@@ -391,6 +391,17 @@ def _refine(
     return t, center, half, bin_um, prev_step
 
 
+def _density_fit(t: Transform, mov: np.ndarray, fix: np.ndarray, bin_um: float, spacing: float) -> float:
+    """Normalised correlation of the two tissue densities as placed by ``t`` (no shift), on ``bin_um`` bins over
+    the fixed cloud's extent, smoothed over ~2 cell spacings."""
+    lo, hi = fix.min(axis=0), fix.max(axis=0)
+    bin_um = max(bin_um, float((hi - lo).max()) / 1024.0)
+    n = int(np.ceil((hi - lo).max() / bin_um)) + 2
+    origin = lo - bin_um
+    corr = _Correlator(_raster(fix, origin, bin_um, n), sigma_px=max(1.0, 2.0 * spacing / bin_um))
+    return corr.best_shift(_raster(t.apply(mov), origin, bin_um, n), max_shift_px=0)[1]
+
+
 def _overlap_center(moved: np.ndarray, fix: np.ndarray, tol: float) -> np.ndarray:
     """Mean of the fixed points that have a moved point within ``tol`` µm (all fixed points when none)."""
     from scipy.spatial import cKDTree
@@ -849,8 +860,18 @@ def _auto(
             "give landmarks or use sections='adjacent'"
         )
         return RegistrationResult(best["density"], np.nan, 0, False, msg, "density", **base)
-    logger.debug("density mismatch: best %.4f, identity %.4f", 1 - best["score"], 1 - identity_score)
-    if (1.0 - identity_score) <= (1.0 + margin) * (1.0 - best["score"]):
+    # the coarse scores allow shifts of a few coarse bins and cannot tell the given frames from an offset of tens of
+    # µm: compare the two at the fine density resolution, as placed (no shift)
+    identity_fine = _density_fit(Transform.identity(kind), mov_all, fix_all, density_bin, spacing)
+    best_fine = _density_fit(best["density"], mov_all, fix_all, density_bin, spacing)
+    logger.debug(
+        "density mismatch: best %.4f (fine %.4f), identity %.4f (fine %.4f)",
+        1 - best["score"],
+        1 - best_fine,
+        1 - identity_score,
+        1 - identity_fine,
+    )
+    if (1.0 - identity_fine) <= (1.0 + margin) * (1.0 - best_fine):
         msg = (
             f"the given frames already agree on tissue density (score {identity_score:.3f} vs {best['score']:.3f} for "
             "the best transform) and the cells do not match one to one (adjacent sections?); no transform applied"

@@ -108,7 +108,10 @@ def write_results(
     modalities, ``H_shared.npy`` (k, n_cells), ``nmf_factors.csv`` (cell_id, factor_0 ...),
     ``factor_annotation.csv``, with spots typed from their single cells (:func:`smo.annotate.spot_composition`)
     ``spot_composition.csv`` (spot_id, n_cells, fraction of each type) and ``spot_cells.csv`` (cell_id, spot_id,
-    cell_type, confidence), ``result.h5mu``, ``figures/`` (every applicable figure as PNG + SVG, see
+    cell_type, confidence), with modalities typed on their own cells (alignment route ``'separate'``)
+    ``cell_types_<modality>.csv`` (cell_id, x, y on the reference frame, cell_type, confidence) and
+    ``type_concordance_<modality>.csv`` (ref_type, other_type, observed, expected, log2_ratio, z, best),
+    ``result.h5mu``, ``figures/`` (every applicable figure as PNG + SVG, see
     :func:`smo.pl.save_figures`) and ``report.html`` (see :func:`smo.report.write_report`).
 
     Parameters
@@ -148,6 +151,10 @@ def write_results(
             comp.insert(0, "n_cells", n_cells.to_numpy(dtype=np.int64))
             comp.to_csv(tmp / "spot_composition.csv", index_label="spot_id")
             write_csv(mdata.uns[Keys.SPOT_CELLS], tmp / "spot_cells.csv")
+        for name, apart in mdata.uns.get(Keys.SEPARATE, {}).items():  # modalities typed on their own cells
+            write_csv(pd.DataFrame(apart["cells"]), tmp / f"cell_types_{name}.csv")
+            if "concordance" in apart:
+                pd.DataFrame(apart["concordance"]).to_csv(tmp / f"type_concordance_{name}.csv", index=False)
         _write_figures_and_report(result, tmp, figures=figures)  # first: stores the palette in the .h5mu too
         write_h5mu(result.mdata, tmp / "result.h5mu")
     logger.info("results written to %s", output_dir)
