@@ -67,6 +67,8 @@ from spatialmultiomics.align._match import check_coords, estimate_match_radius, 
 from spatialmultiomics.align._register import MIN_OVERLAP, RegistrationResult, register
 from spatialmultiomics.align._spots import assign_cells_to_spots, looks_like_spots, spot_weights
 from spatialmultiomics.align._transform import Transform
+from spatialmultiomics.align._warp import Warp
+from spatialmultiomics.align._warp import refine as refine_warp
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -114,6 +116,7 @@ class _Link:
     n_cells: np.ndarray | None = None  # spots: cells per spot
     counts: dict[str, Any] = field(default_factory=dict)
     radius: dict[str, Any] = field(default_factory=dict)  # how the match radius was chosen (cell routes)
+    warp: dict[str, Any] | None = None  # the non-rigid refinement (cell routes)
 
 
 def _one_hot(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -447,6 +450,7 @@ def align(
     transforms: Mapping[str, Transform | Mapping[str, Any]] | None = None,
     max_rotation_deg: float = 180.0,
     allow_reflection: bool = False,
+    warp: str = "auto",
     spot_diameter: float = 55.0,
     n_neighbors: int = 5,
     max_impute_distance: float | None = None,
@@ -500,6 +504,12 @@ def align(
         Let the automatic registration also try the mirror image of each partner section (mounted face down);
         see :func:`register`. Even without it, ``route='auto'`` tries the mirror image when the plain fit does not
         pair the cells one to one, and uses it (with a logged warning) only when the mirrored cells do pair.
+    warp
+        ``'auto'`` (default): after the rigid step of the cell routes (``'match'``, ``'register'``), a smooth
+        non-rigid refinement (affine + thin-plate spline through local tile shifts, then through the cells that
+        pair), each round kept only when it predicts held-out tiles / pairs better and the whole warp only when at
+        least as many cells pair (:mod:`spatialmultiomics.align._warp`); reported in
+        ``uns['alignment']['modalities'][name]['warp']``. ``'none'``: rigid only.
     spot_diameter
         Spot footprint diameter in µm (Visium: 55).
     n_neighbors
@@ -557,6 +567,7 @@ def align(
     unmatched = check_option(unmatched, ("impute", "drop"), name="unmatched")
     impute = check_option(impute, IMPUTE, name="impute")
     method = check_option(method, ("mutual", "optimal"), name="method")
+    warp = check_option(warp, ("auto", "none"), name="warp")
     n_neighbors = check_positive_int(n_neighbors, name="n_neighbors")
     spot_diameter = check_positive(spot_diameter, name="spot_diameter")
     if max_impute_distance is not None:
@@ -589,6 +600,7 @@ def align(
         "kind": kind,
         "max_rotation_deg": float(max_rotation_deg),
         "allow_reflection": bool(allow_reflection),
+        "warp": warp,
         "spot_diameter_um": spot_diameter,
         "n_neighbors": n_neighbors,
         "max_impute_distance_um": "default" if max_impute_distance is None else max_impute_distance,
@@ -638,6 +650,7 @@ def align(
             given=given.get(name),
             max_rotation_deg=max_rotation_deg,
             allow_reflection=bool(allow_reflection),
+            warp=warp,
             spot_diameter=spot_diameter,
             n_neighbors=n_neighbors,
             max_impute_distance=max_impute_distance,
@@ -665,6 +678,7 @@ def _link_one(
     given: Transform | None,
     max_rotation_deg: float,
     allow_reflection: bool,
+    warp: str,
     spot_diameter: float,
     n_neighbors: int,
     max_impute_distance: float | None,
@@ -693,9 +707,30 @@ def _link_one(
             seed=seed,
         )
 
-    def cells(route_: str, reason: str, reg: RegistrationResult | None) -> _Link:
+    def cells(
+        route_: str, reason: str, reg: RegistrationResult | None, refined: tuple[Any, ...] | None = None
+    ) -> _Link:
         t = reg.transform if reg is not None else Transform.identity()
         moved = t.apply(other_xy)
+        warped = None
+        if warp == "auto":
+            if refined is None:
+                refined = refine_warp(moved, ref_xy, spacing=_spacing(ref_xy), seed=seed, n_jobs=n_jobs)
+            moved, field, warped = refined
+            warped = _warp_entry(warped, field)
+            if warped["applied"]:
+                logger.info(
+                    "alignment %s -> %s: non-rigid refinement, RMS displacement %.3g µm (largest %.3g), held-out "
+                    "residual %.3g -> %.3g µm, %d -> %d cells pair",
+                    name,
+                    reference,
+                    warped["rms_displacement_um"],
+                    warped["max_displacement_um"],
+                    warped["heldout_rms_rigid_um"],
+                    warped["heldout_rms_warp_um"],
+                    warped["n_matched_rigid"],
+                    warped["n_matched_warped"],
+                )
         if radius == "auto":
             choice = estimate_match_radius(ref_xy, moved, fallback=PROVISIONAL_RADIUS, n_jobs=n_jobs)
             chosen = {"requested": "auto", **choice.to_dict()}
@@ -718,6 +753,7 @@ def _link_one(
             n_jobs=n_jobs,
         )
         link.radius = chosen
+        link.warp = warped
         return link
 
     def adjacent(reason: str, reg: RegistrationResult | None) -> _Link:
@@ -864,6 +900,17 @@ def _link_one(
         frac = link.counts["n_matched"] / max(1, min(ref_xy.shape[0], other_xy.shape[0]))
         if reg.method == "points" or frac >= 0.5:
             return link
+    if reg.method == "density" and warp == "auto":
+        # the same cells on a section that bent: one rigid transform leaves them cells apart, a warp pairs them
+        refined = refine_warp(reg.transform.apply(other_xy), ref_xy, spacing=_spacing(ref_xy), seed=seed, n_jobs=n_jobs)
+        if refined[2]["applied"]:
+            r_warp = estimate_match_radius(ref_xy, refined[0], fallback=r0, n_jobs=n_jobs).radius
+            frac, null = _matched_fraction(ref_xy, refined[0], r_warp, n_jobs)
+            if frac >= 0.5 and frac >= null + 0.2:
+                note = (
+                    f"after a non-rigid refinement {frac:.0%} of cells pair within {r_warp:.3g} µm (chance {null:.0%})"
+                )
+                return cells("register", f"{why}; {reg.message}; {note}", reg, refined)
     reason = f"{why}; {reg.message}; the cells do not pair up one to one, so the sections are treated as adjacent"
     warn(
         f"alignment of {name!r}: {reason}. Profiles are transferred from the cells matched by expression (linked "
@@ -943,6 +990,19 @@ def _without_partner(links: dict[str, _Link]) -> str:
             )
         parts.append(part)
     return "; ".join(parts)
+
+
+def _warp_entry(report: dict[str, Any], warp: Warp | None) -> dict[str, Any]:
+    """The warp report as ``uns`` can store it: scalars, the rounds as one line, the field when applied."""
+    rounds = "; ".join(
+        f"{r['stage']}: {'applied' if r['applied'] else 'not applied'} ({r['reason']})" for r in report["rounds"]
+    )
+    entry = {k: v for k, v in report.items() if k != "rounds"}
+    entry["rounds"] = rounds
+    entry.setdefault("reason", rounds)
+    if warp is not None:
+        entry.update(warp.to_dict())
+    return entry
 
 
 def _separate_entry(link: _Link, adata: AnnData) -> dict[str, Any]:
@@ -1031,6 +1091,8 @@ def _assemble(
         if link.radius:
             entry["match_radius_um"] = float(link.radius["radius_um"])
             entry["match_radius"] = link.radius
+        if link.warp is not None:
+            entry["warp"] = link.warp
         summary[name] = entry
         logger.info(
             "alignment %s -> %s: route %s (%s); %s",
