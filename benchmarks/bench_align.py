@@ -459,13 +459,15 @@ def section_bent(n_cells: int, seeds: list[int], n_factors: int) -> None:
             secs = time.perf_counter() - t0
             entry = aligned.uns["alignment"]["modalities"]["protein"]
             row[f"route {label}"] = entry["route"]
+            if entry["route"] not in ("match", "register"):
+                row[f"P/R {label}"] = "-"  # not matched one to one (adjacent: by expression; separate: not joined)
+            else:
+                matched = (aligned.obs["protein_status"] == "matched").to_numpy()
+                pid = aligned.obs["protein_id"].to_numpy()[matched]
+                correct = true_ids.loc[pid].to_numpy() == aligned.obs_names.to_numpy()[matched]
+                row[f"P/R {label}"] = f"{correct.mean():.3f}/{correct.sum() / prot.n_obs:.3f}"
             if entry["route"] == "separate":
-                row[f"P/R {label}"] = "-"
                 continue
-            matched = (aligned.obs["protein_status"] == "matched").to_numpy()
-            pid = aligned.obs["protein_id"].to_numpy()[matched]
-            correct = true_ids.loc[pid].to_numpy() == aligned.obs_names.to_numpy()[matched]
-            row[f"P/R {label}"] = f"{correct.mean():.3f}/{correct.sum() / prot.n_obs:.3f}"
             res = smo.run_pipeline(
                 aligned["rna"], aligned["protein"], n_factors=n_factors, markers=markers, align="ids", seed=0
             )
