@@ -5,15 +5,24 @@ public reader; the file is in the page cache, so this measures parsing and assem
 is the standardized table: 1,000,000 cells x 40 markers as CSV must read in <= 10 s.
 
 Run: ``.venv/bin/python benchmarks/bench_readers.py [--cells 1000000] [--vendor-cells 200000] [--gem-rows 5000000]``
+
+Issue 16 targets (``--new-only`` runs just these; each read runs in a fresh process so its peak memory is its own):
+Visium HD 8 µm bins of a full slide (700,000 bins x 18,000 genes, ``binned_outputs/square_008um`` written in the
+Space Ranger layout, gzip-compressed h5 as Space Ranger writes it) read in <= 60 s within 8 GiB; CosMx flat files
+1,000,000 cells x 1,000 targets in <= 60 s; an inForm ``cell_seg_data.txt`` (tab-separated, 4 compartments x 5
+statistics per marker) for scale.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import gzip
 import json
+import multiprocessing
 import os
 import platform
+import resource
 import subprocess
 import tempfile
 import time
@@ -216,12 +225,181 @@ def layouts(root: Path, n: int, n_vendor: int, gem_rows: int, seed: int = 0) -> 
     return out
 
 
+def _visium_hd(root: Path, n_bins: int, n_genes: int, nnz_per_bin: int, rng: np.random.Generator) -> Path:
+    """``outs/binned_outputs/square_008um`` of a full slide: gzip-compressed 10x h5 (as Space Ranger writes it),
+    ``spatial/tissue_positions.parquet`` and ``scalefactors_json.json``; ``nnz_per_bin`` genes per bin."""
+    folder = root / "outs" / "binned_outputs" / "square_008um"
+    (folder / "spatial").mkdir(parents=True)
+    side = int(np.ceil(np.sqrt(n_bins)))
+    rows, cols = np.divmod(np.arange(n_bins), side)
+    barcodes = np.char.add(
+        np.char.add(np.char.add("s_008um_", np.char.zfill(rows.astype(str), 5)), "_"),
+        np.char.add(np.char.zfill(cols.astype(str), 5), "-1"),
+    )
+    stride = n_genes // nnz_per_bin  # one gene per stride: sorted, distinct column indices per bin
+    indices = (np.arange(nnz_per_bin) * stride)[None, :] + rng.integers(0, stride, (n_bins, nnz_per_bin))
+    data = rng.integers(1, 6, n_bins * nnz_per_bin).astype(np.int32)
+    with h5py.File(folder / "filtered_feature_bc_matrix.h5", "w") as f:
+        f.attrs["software_version"] = "spaceranger-3.1.1"
+        g = f.create_group("matrix")
+        kw = {"compression": "gzip", "compression_opts": 1, "chunks": (min(1 << 20, data.size),)}
+        g.create_dataset("barcodes", data=barcodes.astype("S"), compression="gzip", compression_opts=1)
+        g.create_dataset("data", data=data, **kw)
+        g.create_dataset("indices", data=indices.ravel().astype(np.int64), **kw)
+        g["indptr"] = np.arange(0, n_bins * nnz_per_bin + 1, nnz_per_bin, dtype=np.int64)
+        g["shape"] = np.array([n_genes, n_bins], dtype=np.int32)
+        fg = g.create_group("features")
+        fg["id"] = np.array([f"ENSG{i:011d}" for i in range(n_genes)], dtype="S")
+        fg["name"] = np.array([f"Gene{i}" for i in range(n_genes)], dtype="S")
+        fg["feature_type"] = np.array(["Gene Expression"] * n_genes, dtype="S")
+        fg["genome"] = np.array(["GRCh38"] * n_genes, dtype="S")
+    mpp = 0.2737
+    pq.write_table(
+        pa.table(
+            {
+                "barcode": barcodes,
+                "in_tissue": np.ones(n_bins, np.int32),
+                "array_row": rows,
+                "array_col": cols,
+                "pxl_row_in_fullres": 500.0 + rows * 8 / mpp,
+                "pxl_col_in_fullres": 500.0 + cols * 8 / mpp,
+            }
+        ),
+        folder / "spatial" / "tissue_positions.parquet",
+    )
+    (folder / "spatial" / "scalefactors_json.json").write_text(
+        json.dumps({"spot_diameter_fullres": 8 / mpp, "bin_size_um": 8.0, "microns_per_pixel": mpp})
+    )
+    return root / "outs"
+
+
+def _cosmx(root: Path, n_cells: int, n_targets: int, rng: np.random.Generator) -> Path:
+    """CosMx flat files: exprMat (fov, cell_ID, targets incl. 10 NegPrb and 10 SystemControl; ~5% non-zero counts,
+    written in 100k-row blocks) and metadata with global pixel centroids."""
+    folder = root / "cosmx"
+    folder.mkdir()
+    per_fov = 2000
+    fov = np.arange(n_cells) // per_fov + 1
+    cell = np.arange(n_cells) % per_fov + 1
+    names = [f"Gene{i}" for i in range(n_targets - 20)] + [f"NegPrb{i}" for i in range(10)]
+    names += [f"SystemControl{i}" for i in range(10)]
+    opts = pacsv.WriteOptions(quoting_style="none")
+    with pacsv.CSVWriter(
+        str(folder / "Run1_exprMat_file.csv"),
+        pa.schema([("fov", pa.int64()), ("cell_ID", pa.int64())] + [(n, pa.int32()) for n in names]),
+        write_options=opts,
+    ) as writer:
+        for start in range(0, n_cells, 100_000):
+            stop = min(start + 100_000, n_cells)
+            block = rng.random((stop - start, n_targets), dtype=np.float32) < 0.05
+            counts = block.astype(np.int32) * rng.integers(1, 4, block.shape, dtype=np.int32)
+            cols = {"fov": fov[start:stop], "cell_ID": cell[start:stop]}
+            cols.update({n: counts[:, j] for j, n in enumerate(names)})
+            writer.write_table(pa.table(cols))
+    _csv(
+        folder / "Run1_metadata_file.csv",
+        {
+            "fov": fov,
+            "cell_ID": cell,
+            "Area": rng.integers(500, 5000, n_cells),
+            "AspectRatio": rng.uniform(0.5, 2, n_cells).round(3),
+            "CenterX_local_px": rng.uniform(0, 4256, n_cells).round(1),
+            "CenterY_local_px": rng.uniform(0, 4256, n_cells).round(1),
+            "CenterX_global_px": rng.uniform(0, 2e5, n_cells).round(1),
+            "CenterY_global_px": rng.uniform(0, 2e5, n_cells).round(1),
+            "Mean.MembraneStain": rng.integers(100, 5000, n_cells),
+            "Max.DAPI": rng.integers(100, 50000, n_cells),
+        },
+    )
+    return folder
+
+
+def _inform(root: Path, n_cells: int, n_markers: int, rng: np.random.Generator) -> Path:
+    """An inForm ``cell_seg_data.txt``: tab-separated, 4 compartments x 5 statistics per marker, pixel positions."""
+    cols: dict[str, np.ndarray] = {
+        "Sample Name": np.array(["Slide1_[1000,2000].im3"] * n_cells),
+        "Tissue Category": rng.choice(np.array(["Tumor", "Stroma"]), n_cells),
+        "Phenotype": rng.choice(np.array(["CD8+", "CK+", "other"]), n_cells),
+        "Cell ID": np.arange(1, n_cells + 1),
+        "Cell X Position": rng.integers(0, 20000, n_cells),
+        "Cell Y Position": rng.integers(0, 20000, n_cells),
+    }
+    for comp in ("Nucleus", "Cytoplasm", "Membrane", "Entire Cell"):
+        cols[f"{comp} Area (pixels)"] = rng.integers(20, 400, n_cells)
+        for m in range(n_markers):
+            for stat in ("Min", "Mean", "Max", "Std Dev", "Total"):
+                cols[f"{comp} M{m} (Opal {520 + 10 * m}) {stat} (Normalized Counts, Total Weighting)"] = np.round(
+                    rng.gamma(2.0, 3.0, n_cells), 3
+                ).astype(np.float32)
+    return _csv(root / "Slide1_cell_seg_data.txt", cols, sep="\t")
+
+
+def _read_case(reader: str, path: str, kwargs: dict) -> tuple[float, tuple[int, int], float]:
+    """Run in a fresh process: (seconds, shape, peak resident memory in GiB of this process)."""
+    import anndata  # noqa: F401 - imports are not reading time
+    import h5py as _h5py  # noqa: F401
+    import pyarrow.csv  # noqa: F401
+    import scipy.sparse  # noqa: F401
+
+    import spatialmultiomics as smo_child
+
+    t = time.perf_counter()
+    adata = getattr(smo_child.io, reader)(path, **kwargs)
+    dt = time.perf_counter() - t
+    with Path("/proc/self/status").open() as handle:  # peak resident set of this (fresh) process
+        hwm = next((int(line.split()[1]) for line in handle if line.startswith("VmHWM:")), None)
+    peak_kib = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return dt, adata.shape, peak_kib / 2**20
+
+
+def new_platforms(args: argparse.Namespace, root: Path) -> None:
+    """Issue 16: Visium HD full slide, CosMx 1M cells, inForm table; each read in a fresh process (peak RSS)."""
+    rng = np.random.default_rng(1)
+    cases = []
+    t0 = time.perf_counter()
+    hd = root / "outs" if (root / "outs").is_dir() else _visium_hd(root, args.hd_bins, args.hd_genes, args.hd_nnz, rng)
+    cases.append(
+        ("Visium HD square_008um h5 + parquet", args.hd_bins, "visium_hd", hd, {"bin_size": 8}, "<= 60 s, <= 8 GiB")
+    )
+    print(f"Visium HD files written in {time.perf_counter() - t0:.1f} s", flush=True)
+    t0 = time.perf_counter()
+    cx = root / "cosmx" if (root / "cosmx").is_dir() else _cosmx(root, args.cosmx_cells, args.cosmx_targets, rng)
+    cases.append(("CosMx flat files (exprMat + metadata)", args.cosmx_cells, "cosmx", cx, {}, "<= 60 s"))
+    print(f"CosMx files written in {time.perf_counter() - t0:.1f} s", flush=True)
+    inf = root / "Slide1_cell_seg_data.txt"
+    inf = inf if inf.is_file() else _inform(root, args.inform_cells, 7, rng)
+    cases.append(("inForm cell_seg_data.txt (7 markers x 20)", args.inform_cells, "inform", inf, {}, ""))
+    sizes = {
+        name: sum(f.stat().st_size for f in Path(p).rglob("*") if f.is_file())
+        if Path(p).is_dir()
+        else Path(p).stat().st_size
+        for name, _, _, p, _, _ in cases
+    }
+    ctx = multiprocessing.get_context("spawn")
+    print(f"{'reader / layout':<44} {'n':>10} {'GB on disk':>10} {'s':>7} {'peak GiB':>9}  target")
+    for name, n, reader, path, kwargs, target in cases:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            dt, shape, peak = pool.submit(_read_case, reader, str(path), kwargs).result()
+        print(
+            f"{name:<44} {n:>10,} {sizes[name] / 1e9:>10.2f} {dt:>7.1f} {peak:>9.2f}  {target} -> {shape[0]:,} x {shape[1]:,}",
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cells", type=int, default=1_000_000, help="cells of the standardized table")
     ap.add_argument("--vendor-cells", type=int, default=200_000, help="cells of each vendor layout")
     ap.add_argument("--gem-rows", type=int, default=5_000_000, help="rows of the GEM file")
     ap.add_argument("--repeat", type=int, default=3, help="reads per layout; the median is reported (min in brackets)")
+    ap.add_argument("--new-only", action="store_true", help="only the issue-16 platforms (Visium HD, CosMx, inForm)")
+    ap.add_argument("--hd-bins", type=int, default=700_000, help="Visium HD 8 µm bins")
+    ap.add_argument("--hd-genes", type=int, default=18_000, help="Visium HD genes")
+    ap.add_argument("--hd-nnz", type=int, default=100, help="non-zero genes per Visium HD bin")
+    ap.add_argument("--cosmx-cells", type=int, default=1_000_000, help="CosMx cells")
+    ap.add_argument("--cosmx-targets", type=int, default=1_000, help="CosMx targets (incl. 20 controls)")
+    ap.add_argument("--inform-cells", type=int, default=200_000, help="cells of the inForm table")
+    ap.add_argument("--workdir", default=None, help="keep the issue-16 files here (reused when present)")
     args = ap.parse_args()
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
@@ -229,6 +407,15 @@ def main() -> None:
         f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
     print(f"load before: {uptime}")
+    if args.new_only:
+        if args.workdir is not None:  # files kept (and reused when present) for repeated runs
+            Path(args.workdir).mkdir(parents=True, exist_ok=True)
+            new_platforms(args, Path(args.workdir))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                new_platforms(args, Path(tmp))
+        print(f"load after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         cases = layouts(Path(tmp), args.cells, args.vendor_cells, args.gem_rows)

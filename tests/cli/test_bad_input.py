@@ -176,14 +176,14 @@ ARG_CASES = [
     (
         "unknown platform",
         ["--tx-platform", "Visum"],
-        "platform_tx='Visum' is not a known platform; allowed (case-insensitive): Visium, MERFISH, MERSCOPE, "
-        "Xenium, Stereo-seq, CODEX, MIBI, IMC, CyCIF, generic.",
+        "platform_tx='Visum' is not a known platform; allowed (case-insensitive): Visium, Visium HD, MERFISH, "
+        "MERSCOPE, Xenium, Stereo-seq, CosMx, CODEX, MIBI, IMC, CyCIF, inForm, QuPath, HALO, generic.",
     ),
     (
         "protein platform for RNA",
         ["--tx-platform", "CODEX"],
-        "platform_tx='CODEX' is a protein platform; for this input use one of ['generic', 'merfish', 'stereoseq', "
-        "'visium', 'xenium'].",
+        "platform_tx='CODEX' is a protein platform; for this input use one of ['cosmx', 'generic', 'merfish', "
+        "'stereoseq', 'visium', 'visium_hd', 'xenium'].",
     ),
     ("negative pixel size", ["--pixel-size-um", "-1"], "pixel_size_um must be a finite number > 0, got -1.0."),
     (

@@ -67,3 +67,14 @@ def test_bad_input_exits_2_with_one_line(shared_data: Path, tmp_path: Path) -> N
     assert ok.returncode == 0, ok.stderr
     assert "controls:   15 (kept apart)" in ok.stdout
     assert "extent µm:  no coordinates" in ok.stdout
+
+
+def test_new_platform_names_on_the_command_line(shared_data: Path, tmp_path: Path) -> None:
+    path = shared_data / "mif_vectra_phenoptr" / "sample_cell_seg_data.csv.gz"
+    info = _run(["info", str(path), "--platform", "inForm"], tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert "cells:      6072" in info.stdout
+    assert "features:   7" in info.stdout
+    helptext = _run(["run", "--help"], tmp_path).stdout
+    for name in ("Visium HD", "CosMx", "inForm", "QuPath", "HALO"):
+        assert name in " ".join(helptext.split())

@@ -110,3 +110,24 @@ def test_bad_codex_inputs(tmp_path: Path) -> None:
         codex(folder)
     with pytest.raises(InputError, match=r"id_column='nope' is not a column"):
         codex(folder / "reg001.csv", id_column="nope")
+
+
+def test_toolkit_channel_descriptions_are_cleaned_to_the_marker(tmp_path: Path) -> None:
+    # CODEX processing toolkits: "<marker> - <description>:Cyc_<c>_ch_<k>" and a stray pandas index column
+    frame = pd.DataFrame(
+        {
+            "cell_id": [1, 2],
+            "x": [10.0, 20.0],
+            "y": [1.0, 2.0],
+            "CD8 - cytotoxic T cells:Cyc_3_ch_2": [4.0, 0.5],
+            "CD20 - B cells:Cyc_4_ch_3": [0.0, 7.0],
+        }
+    )
+    frame.to_csv(tmp_path / "t.csv")  # index written: an unnamed first column of row numbers
+    adata = codex(tmp_path / "t.csv")
+    assert list(adata.var_names) == ["CD8", "CD20"]
+    assert list(adata.var["original_name"]) == list(frame.columns[3:])
+    assert list(adata.var["channel"]) == ["Cyc_3_ch_2", "Cyc_4_ch_3"]
+    np.testing.assert_array_equal(adata.X, [[4.0, 0.0], [0.5, 7.0]])
+    assert "Unnamed: 0" not in adata.obs
+    assert adata.uns[Keys.PROVENANCE]["ignored_columns"] == ["Unnamed: 0"]

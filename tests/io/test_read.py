@@ -18,6 +18,7 @@ REAL = {
     "imc": "imc_steinbock_imcRtools_mock",
     "cycif": "cycif_mcmicro_exemplar001_scimap",
     "mibi": "mibi_ark_cell_table_slice",
+    "inform": "mif_vectra_phenoptr",
 }
 
 

@@ -342,3 +342,17 @@ def test_store_written_by_spatialdata_shapes_and_points(blobs_store) -> None:
     points = smo.io.read_spatialdata(path, table="points", pixel_size_um=2.0)
     frame = sdata.points["blobs_points"].compute()
     np.testing.assert_array_equal(points.obsm[Keys.SPATIAL], frame[["x", "y"]].to_numpy(dtype=float) * 2.0)
+
+
+@pytest.mark.parametrize(("platform", "modality"), [("CosMx", "rna"), ("Visium HD", "rna"), ("inForm", "protein")])
+def test_a_store_of_any_platform_is_read_as_that_platform(
+    tmp_path: Path, no_spatialdata, platform: str, modality: str
+) -> None:
+    table = _table(seed=7)
+    store = _store(tmp_path / "any.zarr", {"table": table})
+    adata = smo.io.read(store, platform, pixel_size_um=0.5)
+    prov = adata.uns[Keys.PROVENANCE]
+    assert prov["platform"] == smo.io.normalize_platform(platform)
+    assert prov["modality"] == modality
+    np.testing.assert_allclose(adata.obsm[Keys.SPATIAL], table.obsm["spatial"] * 0.5)
+    np.testing.assert_array_equal(adata.X.toarray(), table.X.toarray())

@@ -144,3 +144,53 @@ def test_h5ad_round_trip_and_coordinates_from_obs(tmp_path: Path) -> None:
     (tmp_path / "broken.h5ad").write_bytes(b"not hdf5")
     with pytest.raises(InputError, match="not a readable .h5ad file"):
         read(tmp_path / "broken.h5ad")
+
+
+def test_ark_cell_table_with_index_written_twice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # what ark's own repository holds: pandas wrote its index on two round trips, the first header cell empty
+    text = ",Unnamed: 0,cell_size,CD45,CD8,x,y\n0,0,169,0.5,0.0,10.0,20.0\n1,1,120,0.25,2.0,30.0,40.0\n"
+    (tmp_path / "cell_table.csv").write_text(text)
+    with caplog.at_level("INFO", logger="spatialmultiomics"):
+        adata = read_table(tmp_path / "cell_table.csv", modality="protein")
+    assert list(adata.var_names) == ["cell_size", "CD45", "CD8"]
+    np.testing.assert_array_equal(adata.X, [[169, 0.5, 0.0], [120, 0.25, 2.0]])
+    np.testing.assert_allclose(adata.obsm[Keys.SPATIAL], [[10.0, 20.0], [30.0, 40.0]])
+    assert adata.uns[Keys.PROVENANCE]["ignored_columns"] == ["Unnamed: 0", "Unnamed: 0.1"]
+    assert "dropped 2 stray index column(s)" in caplog.text
+
+
+def test_scimap_x_position_and_codex_channel_names(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # scimap's CyCIF example spells the centroids X_position / Y_position; CODEX toolkits name channels
+    # "<marker> - <description>:Cyc_<c>_ch_<k>"
+    frame = pd.DataFrame(
+        {
+            "CellID": ["c1", "c2"],
+            "X_position": [100.0, 200.0],
+            "Y_position": [5.0, 6.0],
+            "CD8 - cytotoxic T cells:Cyc_3_ch_2": [1.5, 0.0],
+            "CD4 - helper T cells:Cyc_2_ch_3": [0.0, 2.5],
+        }
+    )
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with caplog.at_level("INFO", logger="spatialmultiomics"):
+        adata = read_table(tmp_path / "t.csv", modality="protein", pixel_size_um=0.5)
+    assert list(adata.var_names) == ["CD8", "CD4"]
+    assert list(adata.var["original_name"]) == list(frame.columns[3:])
+    assert list(adata.var["channel"]) == ["Cyc_3_ch_2", "Cyc_2_ch_3"]
+    np.testing.assert_array_equal(adata.X, [[1.5, 0.0], [0.0, 2.5]])
+    np.testing.assert_allclose(adata.obsm[Keys.SPATIAL], [[50.0, 2.5], [100.0, 3.0]])
+    assert "'X_position' / 'Y_position' taken as units (unstated) x pixel_size_um=0.5" in caplog.text
+
+
+def test_micrometre_and_pixel_coordinate_names_are_stated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    frame = pd.DataFrame({"Centroid X µm": [1.0, 2.0], "Centroid Y µm": [3.0, 4.0], "CD3": [1.0, 0.0]})
+    frame.to_csv(tmp_path / "um.csv", index=False)
+    adata = read_table(tmp_path / "um.csv", modality="protein")
+    np.testing.assert_allclose(adata.obsm[Keys.SPATIAL], [[1.0, 3.0], [2.0, 4.0]])
+    assert adata.uns[Keys.PROVENANCE]["coordinate_unit"] == "µm"
+    frame.columns = ["x_px", "y_px", "CD3"]
+    frame.to_csv(tmp_path / "px.csv", index=False)
+    with caplog.at_level("WARNING", logger="spatialmultiomics"):
+        adata = read_table(tmp_path / "px.csv", modality="protein")
+    assert "in pixels by their names and pixel_size_um=1" in caplog.text
+    assert adata.uns[Keys.PROVENANCE]["coordinate_unit"] == "pixels"

@@ -96,6 +96,10 @@ def test_is_count_matrix() -> None:
         ("mibi", "intensities", "arcsinh", "fixed"),  # size-normalised / per-pixel means: cofactor 5 as well
         ("imc", "intensities", "arcsinh", "fixed"),
         ("codex", "counts", "arcsinh", "fixed"),  # rounded fluorescence never gets CLR
+        ("halo", "counts", "arcsinh", "fixed"),  # HALO's integer 0-255 intensities
+        ("inform", "counts", "arcsinh", "fixed"),
+        ("qupath", "intensities", "arcsinh", "fixed"),
+        ("cosmx", "intensities", "arcsinh", "fixed"),  # CosMx protein panels: immunofluorescence
         ("cycif", "intensities", "arcsinh", "fixed"),
         ("generic", "intensities", "arcsinh", "fixed"),
         ("xenium", "intensities", "arcsinh", "fixed"),  # Xenium Protein mean intensities

@@ -1,7 +1,8 @@
 """Reading instrument outputs and tables, writing results.
 
-One reader per platform, named after it (``smo.io.visium``, ``merfish``, ``xenium``, ``xenium_mudata``,
-``stereoseq``, ``codex``, ``mibi``, ``imc``, ``cycif``), each returning an AnnData with coordinates in µm;
+One reader per platform, named after it (``smo.io.visium``, ``visium_hd``, ``merfish``, ``xenium``,
+``xenium_mudata``, ``stereoseq``, ``cosmx``, ``codex``, ``mibi``, ``imc``, ``cycif``, ``inform``, ``qupath``,
+``halo``), each returning an AnnData with coordinates in µm;
 ``smo.io.read`` dispatches and detects the platform of a folder.
 
 The reader functions are bound here eagerly: a module named like its function (``io/visium.py`` defining
@@ -18,12 +19,17 @@ from typing import Any
 from spatialmultiomics.io._platforms import PLATFORMS, normalize_platform
 from spatialmultiomics.io._read import read
 from spatialmultiomics.io.codex import codex
+from spatialmultiomics.io.cosmx import cosmx
 from spatialmultiomics.io.cycif import cycif
+from spatialmultiomics.io.halo import halo
 from spatialmultiomics.io.imc import imc
+from spatialmultiomics.io.inform import inform
 from spatialmultiomics.io.merfish import merfish
 from spatialmultiomics.io.mibi import mibi
+from spatialmultiomics.io.qupath import qupath
 from spatialmultiomics.io.stereoseq import stereoseq
 from spatialmultiomics.io.visium import visium
+from spatialmultiomics.io.visium_hd import visium_hd
 from spatialmultiomics.io.xenium import xenium, xenium_mudata
 
 #: public name -> implementing module (loaded on first access)
@@ -42,12 +48,17 @@ _LAZY = {
 
 __all__ = [
     "codex",
+    "cosmx",
     "cycif",
+    "halo",
     "imc",
+    "inform",
     "merfish",
     "mibi",
+    "qupath",
     "stereoseq",
     "visium",
+    "visium_hd",
     "xenium",
     "xenium_mudata",
     "PLATFORMS",

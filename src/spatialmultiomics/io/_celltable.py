@@ -24,7 +24,27 @@ from spatialmultiomics.io._constants import MORPHOLOGY_COLUMNS
 if TYPE_CHECKING:
     import anndata as ad
 
-__all__ = ["looks_numeric", "protein_table", "split_markers"]
+__all__ = ["drop_stray_index", "looks_numeric", "protein_table", "split_markers"]
+
+
+def drop_stray_index(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, list[str]]:
+    """Drop unnamed columns of whole numbers (row indices pandas wrote, one per round trip; ark cell tables carry
+    two), with a note in the log; returns the frame and the dropped names."""
+    from spatialmultiomics._log import logger
+    from spatialmultiomics.io._names import unnamed_index_columns
+
+    stray = unnamed_index_columns(frame)
+    if len(stray) == len(frame.columns):  # nothing else: leave it to the column checks to say what is missing
+        stray = []
+    if stray:
+        frame = frame.drop(columns=stray)
+        logger.info(
+            "%s: dropped %d stray index column(s) %s (row numbers written by pandas).",
+            Path(path).name,
+            len(stray),
+            stray,
+        )
+    return frame, stray
 
 
 def looks_numeric(series: pd.Series) -> bool:
@@ -88,6 +108,18 @@ def protein_table(
         n_bad = int((~np.isfinite(coords)).any(axis=1).sum())
         msg = f"{path}: {n_bad} rows have missing or infinite coordinates in {x_col!r} / {y_col!r}; every cell needs x and y."
         raise InputError(msg)
+    from spatialmultiomics._log import logger
+    from spatialmultiomics.io._constants import PLATFORM_PIXEL_SIZE_UM
+
+    default = PLATFORM_PIXEL_SIZE_UM.get(platform)
+    logger.info(
+        "%s: coordinates %r / %r x %g µm per unit%s.",
+        Path(path).name,
+        x_col,
+        y_col,
+        pixel_size_um,
+        "" if default is None else f" ({platform} pixels: {default:g} µm by default; pixel_size_um= to change)",
+    )
     values = numeric_block(frame, list(markers), path)
     fov = fov_values
     if fov is None and fov_col is not None:

@@ -216,8 +216,23 @@ def require_columns(
 
 # --------------------------------------------------------------------------------------------------------- tables
 def _header_names(header: str, sep: str) -> list[str]:
+    """Column names of a header line; empty cells become ``Unnamed: <i>`` and a repeated unnamed name gets a
+    ``.1``, ``.2`` ... suffix, as pandas names them (ark cell tables carry ``,Unnamed: 0,`` from two round trips)."""
     names = next(csv.reader([header], delimiter=sep))
-    return [n if n.strip() else f"Unnamed: {i}" for i, n in enumerate(names)] if len(names) > 1 else names
+    if len(names) <= 1:
+        return names
+    names = [n if n.strip() else f"Unnamed: {i}" for i, n in enumerate(names)]
+    taken = set(names)
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen and re.match(r"^Unnamed: \d+(\.\d+)*$", name):
+            k = 1
+            while f"{name}.{k}" in taken:
+                k += 1
+            names[i] = f"{name}.{k}"
+            taken.add(names[i])
+        seen.add(names[i])
+    return names
 
 
 def _read_csv(

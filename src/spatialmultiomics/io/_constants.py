@@ -11,20 +11,27 @@ __all__ = [
     "CONTROL_FEATURES_KEY",
     "CONTROL_KEY",
     "MORPHOLOGY_COLUMNS",
+    "PLATFORM_PIXEL_SIZE_UM",
     "CodexColumns",
+    "CosmxColumns",
+    "CosmxFiles",
     "CycifColumns",
     "CycifFiles",
+    "HaloColumns",
     "ImcColumns",
     "ImcFiles",
+    "InformColumns",
     "MerfishColumns",
     "MerfishFiles",
     "MibiColumns",
+    "QupathColumns",
     "StereoseqColumns",
     "StereoseqFiles",
     "StereoseqGef",
     "TenxH5",
     "VisiumColumns",
     "VisiumFiles",
+    "VisiumHdFiles",
     "XeniumColumns",
     "XeniumFiles",
 ]
@@ -309,3 +316,117 @@ class CycifColumns:
     )
     MARKER_NAME = "marker_name"
     PIXEL_SIZE_UM = 0.65
+
+
+class VisiumHdFiles:
+    """Space Ranger >= 3 (Visium HD) ``outs/``: ``binned_outputs/square_002um|008um|016um/`` (each a Visium-like
+    folder: ``filtered_feature_bc_matrix.h5``, ``spatial/tissue_positions.parquet``, ``spatial/scalefactors_json.json``
+    with ``bin_size_um`` and ``microns_per_pixel``) and, from Space Ranger 4, ``segmented_outputs/`` (cells:
+    ``filtered_feature_cell_matrix.h5`` with barcodes ``cellid_000000001-1``, ``cell_segmentations.geojson`` polygons
+    in full-resolution pixels with property ``cell_id``, ``spatial/scalefactors_json.json``)."""
+
+    BINNED = "binned_outputs"
+    SEGMENTED = "segmented_outputs"
+    BIN_FOLDER = "square_{:03d}um"
+    BIN_PATTERN = "square_*um"
+    BIN_SIZES_UM = (2, 8, 16)
+    DEFAULT_BIN_UM = 8
+    CELL_MATRIX_H5 = ("filtered_feature_cell_matrix.h5", "raw_feature_cell_matrix.h5")
+    CELL_MATRIX_MEX = ("filtered_feature_cell_matrix", "raw_feature_cell_matrix")
+    CELL_POLYGONS = (
+        "cell_segmentations.geojson",
+        "graphclust_annotated_cell_segmentations.geojson",
+        "*cell_segmentations.geojson",
+    )
+    CELL_ID_PROPERTY = "cell_id"
+    BIN_SIZE_KEY = "bin_size_um"
+
+
+class CosmxFiles:
+    """CosMx SMI flat files (AtoMx export and the public releases): ``<run>_exprMat_file.csv``,
+    ``<run>_metadata_file.csv``, ``<run>_fov_positions_file.csv`` (optionally gzip-compressed)."""
+
+    EXPRESSION = ("*exprMat_file.csv", "*exprMat_file.csv.gz")
+    METADATA = ("*metadata_file.csv", "*metadata_file.csv.gz")
+    FOV_POSITIONS = ("*fov_positions_file.csv", "*fov_positions_file.csv.gz")
+
+
+class CosmxColumns:
+    """CosMx flat-file columns (``fov`` and ``cell_ID`` identify a cell; ``cell_ID`` 0 holds the transcripts outside
+    every cell)."""
+
+    FOV = ("fov", "FOV")
+    CELL_ID = ("cell_ID", "cell_id", "cellID")
+    CELL = ("cell",)  # AtoMx: "c_<slide>_<fov>_<cell_ID>"
+    X_PX = ("CenterX_global_px",)
+    Y_PX = ("CenterY_global_px",)
+    X_UM = ("CenterX_global_um", "CenterX_global_µm", "x_slide_um")
+    Y_UM = ("CenterY_global_um", "CenterY_global_µm", "y_slide_um")
+    X_MM = ("CenterX_global_mm", "x_slide_mm")
+    Y_MM = ("CenterY_global_mm", "y_slide_mm")
+    X_LOCAL_PX = ("CenterX_local_px",)
+    Y_LOCAL_PX = ("CenterY_local_px",)
+    #: control features, by name prefix (case-insensitive) -> feature type
+    CONTROL_PREFIXES = (
+        ("negprb", "Negative Control Probe"),
+        ("negative", "Negative Control Probe"),
+        ("systemcontrol", "System Control"),
+        ("falsecode", "False Code"),
+    )
+    #: protein panels: isotype controls (``Ms IgG1``, ``Rb IgG`` ...) are kept apart like the negative probes
+    ISOTYPE = "igg"
+    #: µm per pixel of the CosMx SMI instrument camera (spatialdata-io, NanoString ReadMe: "0.12 µm per pixel")
+    PIXEL_SIZE_UM = 0.120280945
+
+
+class InformColumns:
+    """Akoya inForm ``*cell_seg_data.txt`` (tab-separated; also the PhenoCycler-Fusion / phenoptr exports)."""
+
+    X = ("Cell X Position",)
+    Y = ("Cell Y Position",)
+    CELL_ID = ("Cell ID",)
+    SAMPLE = ("Sample Name",)
+    PHENOTYPE_PREFIX = "Phenotype"
+    COMPARTMENTS = ("Entire Cell", "Nucleus", "Cytoplasm", "Membrane")
+    STATISTICS = ("Mean", "Min", "Max", "Std Dev", "Total")
+    #: phenoptr's default: 2 pixels per µm (20x multispectral fields of Vectra 3 / Vectra Polaris)
+    PIXEL_SIZE_UM = 0.5
+    NA_VALUES = ("NA", "#N/A", "")
+
+
+class QupathColumns:
+    """QuPath measurement exports (``Measure > Export measurements``, detections / cells)."""
+
+    X = ("Centroid X µm", "Centroid X um", "Centroid X px", "Centroid X")
+    Y = ("Centroid Y µm", "Centroid Y um", "Centroid Y px", "Centroid Y")
+    IMAGE = ("Image",)
+    ID = ("Object ID", "Name")
+    CLASS = ("Classification", "Class")
+    COMPARTMENTS = ("Cell", "Nucleus", "Cytoplasm", "Membrane")
+    #: QuPath writes µm when the image is calibrated, px otherwise; 0.5 µm per pixel (20x) as the default
+    PIXEL_SIZE_UM = 0.5
+
+
+class HaloColumns:
+    """Indica Labs HALO object data (per-cell CSV of the HighPlex FL / Multiplex IHC modules)."""
+
+    BOX = ("XMin", "XMax", "YMin", "YMax")
+    ID = ("Object Id", "Object ID")
+    IMAGE = ("Image Location", "Image File Name", "Image")
+    REGION = ("Analysis Region",)
+    COMPARTMENTS = ("Cell", "Nucleus", "Cytoplasm", "Membrane")
+    #: HALO reports bounding boxes in image pixels; 0.5 µm per pixel (20x) as the default
+    PIXEL_SIZE_UM = 0.5
+
+
+#: default µm per pixel of the pixel-based platforms (what a pixel means when a table does not say)
+PLATFORM_PIXEL_SIZE_UM = {
+    "codex": CodexColumns.PIXEL_SIZE_UM,
+    "cycif": CycifColumns.PIXEL_SIZE_UM,
+    "mibi": MibiColumns.PIXEL_SIZE_UM,
+    "imc": ImcColumns.PIXEL_SIZE_UM,
+    "cosmx": CosmxColumns.PIXEL_SIZE_UM,
+    "inform": InformColumns.PIXEL_SIZE_UM,
+    "qupath": QupathColumns.PIXEL_SIZE_UM,
+    "halo": HaloColumns.PIXEL_SIZE_UM,
+}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from spatialmultiomics.io._common import find_file, open_text, suffixes
 from spatialmultiomics.io._constants import (
+    CosmxFiles,
     ImcFiles,
     MerfishFiles,
     StereoseqFiles,
@@ -44,10 +46,15 @@ def table_layout(path: Path, header: list[str] | None = None) -> str | None:
     """The vendor whose export this table unmistakably is, or None (a standardized / unknown table).
 
     ark cell table -> ``'mibi'``; MCMICRO quantification -> ``'cycif'``; CellSeg ``x:x`` headers -> ``'codex'``;
+    CosMx flat file -> ``'cosmx'``; inForm ``cell_seg_data`` -> ``'inform'``; QuPath / HALO exports -> ``'qupath'`` /
+    ``'halo'``;
     steinbock / CellProfiler single-cell table -> ``'imc'``; GEM -> ``'stereoseq'``; ``cell_by_gene`` -> ``'merfish'``.
     """
     from spatialmultiomics.io.cycif import is_mcmicro_header
+    from spatialmultiomics.io.halo import is_halo_header
+    from spatialmultiomics.io.inform import is_inform_header
     from spatialmultiomics.io.mibi import is_ark_cell_table
+    from spatialmultiomics.io.qupath import is_qupath_header
 
     sfx = suffixes(path)
     if sfx and sfx[-1] == ".gem":
@@ -56,6 +63,14 @@ def table_layout(path: Path, header: list[str] | None = None) -> str | None:
     lower = {c.strip().lower() for c in cols}
     if "cell_by_gene" in path.name.lower():
         return "merfish"
+    if re.search(r"(exprMat|metadata|fov_positions)_file\.csv", path.name):
+        return "cosmx"
+    if is_inform_header(cols):
+        return "inform"
+    if is_qupath_header(cols):
+        return "qupath"
+    if is_halo_header(cols):
+        return "halo"
     if is_ark_cell_table(cols):
         return "mibi"
     if is_mcmicro_header(cols):
@@ -75,13 +90,19 @@ def detect_platform(path: str | Path) -> list[str]:
     Folders: Space Ranger (``*_bc_matrix.h5`` / MEX, ``spatial/tissue_positions*``), Xenium
     (``cell_feature_matrix*``, ``cells.parquet``, ``experiment.xenium``), MERSCOPE (``cell_by_gene*.csv``,
     ``cell_metadata*.csv``), Stereo-seq (``*.gem``, ``*.gef``), steinbock (``intensities/`` + ``regionprops/``),
-    MCMICRO (``quantification/`` or a quantification CSV), ark (``cell_table*.csv``), CODEX (CellSeg tables).
+    MCMICRO (``quantification/`` or a quantification CSV), ark (``cell_table*.csv``), CODEX (CellSeg tables),
+    Visium HD (``binned_outputs/square_*um``, ``segmented_outputs/``, a ``square_*um`` folder), CosMx flat files
+    (``*_exprMat_file.csv`` + ``*_metadata_file.csv``), inForm / QuPath / HALO per-cell tables.
     Files: ``.h5`` -> Visium or Xenium by name, GEM -> Stereo-seq, tables by their header (:func:`table_layout`).
     """
     path = Path(path)
     if path.is_file():
         sfx = suffixes(path)
         last = sfx[-1] if sfx else ""
+        if last == ".h5" and (
+            re.match(r"^square_\d{3}um$", path.parent.name) or path.parent.name == "segmented_outputs"
+        ):
+            return ["visium_hd"]
         if last == ".h5":
             return ["xenium"] if path.name.startswith(XeniumFiles.MATRIX_H5[0].split(".")[0]) else ["visium"]
         if last in StereoseqFiles.GEF_SUFFIXES:
@@ -90,14 +111,20 @@ def detect_platform(path: str | Path) -> list[str]:
         return [hit] if hit else []
     if not path.is_dir():
         return []
+    from spatialmultiomics.io.visium_hd import is_visium_hd
+
     found: set[str] = set()
     mex_here = any((path / n).is_file() for n in TenxH5.MEX_MATRIX)
-    if (
+    if is_visium_hd(path):
+        found.add("visium_hd")
+    elif (
         find_file(path, VisiumFiles.MATRIX_H5, kind="file")
         or find_file(path, VisiumFiles.MATRIX_MEX, kind="dir")
         or find_file(path / VisiumFiles.SPATIAL, VisiumFiles.POSITIONS, kind="file")
     ):
         found.add("visium")
+    if find_file(path, CosmxFiles.EXPRESSION, kind="file") and find_file(path, CosmxFiles.METADATA, kind="file"):
+        found.add("cosmx")
     if find_file(
         path, (*XeniumFiles.MATRIX_H5, *XeniumFiles.MATRIX_MEX, XeniumFiles.EXPERIMENT), kind="any"
     ) or find_file(path, XeniumFiles.TRANSCRIPTS, kind="file"):
@@ -120,9 +147,9 @@ def detect_platform(path: str | Path) -> list[str]:
         if p.is_file()
     )[:_MAX_SNIFF]
     for table in tables:
-        if "merfish" in found and "cell_" in table.name:
+        if ("merfish" in found and "cell_" in table.name) or "cosmx" in found:
             continue
         hit = table_layout(table)
-        if hit in ("mibi", "cycif", "codex"):
+        if hit in ("mibi", "cycif", "codex", "inform", "qupath", "halo"):
             found.add(hit)
     return sorted(found)

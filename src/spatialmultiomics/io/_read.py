@@ -73,6 +73,11 @@ READERS: dict[str, tuple[str, str]] = {
     "mibi": ("spatialmultiomics.io.mibi", "mibi"),
     "imc": ("spatialmultiomics.io.imc", "imc"),
     "cycif": ("spatialmultiomics.io.cycif", "cycif"),
+    "visium_hd": ("spatialmultiomics.io.visium_hd", "visium_hd"),
+    "cosmx": ("spatialmultiomics.io.cosmx", "cosmx"),
+    "inform": ("spatialmultiomics.io.inform", "inform"),
+    "qupath": ("spatialmultiomics.io.qupath", "qupath"),
+    "halo": ("spatialmultiomics.io.halo", "halo"),
 }
 
 
@@ -133,10 +138,12 @@ def read(
         A vendor output folder or file (Space Ranger ``outs/``, MERSCOPE region folder, Xenium bundle, GEM file,
         steinbock folder, MCMICRO quantification, ark cell table, CODEX table ...), a standardized table
         (CSV / TSV / parquet: optional id column, ``x``, ``y``, features), an ``.h5ad`` file or a SpatialData
-        ``.zarr`` store (its table, see :func:`read_spatialdata`; ``table=`` picks one of several).
+        ``.zarr`` store written for any instrument (its table, see :func:`read_spatialdata`; ``table=`` picks one
+        of several; a platform named here is recorded in the provenance).
     platform
-        Instrument name, case-insensitive (``Visium``, ``MERFISH``, ``MERSCOPE``, ``Xenium``, ``Stereo-seq``,
-        ``CODEX``, ``MIBI``, ``IMC``, ``CyCIF``, ``generic``). Not given (or ``generic``): detected from a folder's
+        Instrument name, case-insensitive (``Visium``, ``Visium HD``, ``MERFISH``, ``MERSCOPE``, ``Xenium``,
+        ``Stereo-seq``, ``CosMx``, ``CODEX``, ``MIBI``, ``IMC``, ``CyCIF``, ``inForm``, ``QuPath``, ``HALO``,
+        ``generic``). Not given (or ``generic``): detected from a folder's
         files (an ambiguous folder is an error naming the candidates) or from a table's header. Given with a table:
         the table is read as the standardized table (the platform decides counts vs intensities) unless its header
         is unmistakably that vendor's export (an ark cell table for MIBI, an MCMICRO quantification for CyCIF or
@@ -170,12 +177,17 @@ def read(
     path = existing_path(path)
     vendor_kw = {"modality": modality, "pixel_size_um": px, "id_column": id_column, "options": options}
     if path.is_dir():
-        if canon == "generic" and is_spatialdata_store(path):
+        if is_spatialdata_store(path):  # a SpatialData store, whatever instrument wrote it
             unknown = sorted(set(options) - {"table", "coordinate_system"})
             if unknown:
                 msg = f"options {unknown} do not apply to a SpatialData store; it takes table=, coordinate_system=."
                 raise InputError(msg)
-            return read_spatialdata(path, modality=modality, pixel_size_um=1.0 if px is None else px, **options)
+            kind = PLATFORMS[canon][0]
+            store_modality = modality or (kind if canon != "generic" and kind != "any" else None)
+            out = read_spatialdata(path, modality=store_modality, pixel_size_um=1.0 if px is None else px, **options)
+            if canon != "generic" and hasattr(out, "uns") and Keys.PROVENANCE in out.uns:
+                out.uns[Keys.PROVENANCE]["platform"] = canon
+            return out
         if canon == "generic":
             found = detect_platform(path)
             if not found:
@@ -201,13 +213,18 @@ def read(
         mod = modality or (kind if kind != "any" else "rna")
         return read_h5ad(path, pixel_size_um=1.0 if px is None else px, modality=mod, platform=canon)
     if suffix in (".h5", *StereoseqFiles.GEF_SUFFIXES):
-        target = canon if canon in ("visium", "xenium", "stereoseq") else detect_platform(path)[0]
+        target = canon if canon in ("visium", "visium_hd", "xenium", "stereoseq") else detect_platform(path)[0]
         return _vendor(target, path, **vendor_kw)
     header = table_header(path)
     layout = table_layout(path, header)
-    if layout is not None and (canon == layout or canon == "generic" or (canon == "codex" and layout == "cycif")):
+    if layout is not None and (
+        canon == layout
+        or canon == "generic"
+        or (canon == "codex" and layout in ("cycif", "qupath", "halo"))
+        or (canon == "inform" and layout == "qupath")
+    ):
         return _vendor(canon if canon != "generic" else layout, path, **vendor_kw)
-    if canon == "stereoseq" or (canon == "merfish" and is_table(path)):
+    if canon in ("stereoseq", "cosmx") or (canon == "merfish" and is_table(path)):
         # a MERFISH table is the standardized table plus Blank-* controls kept apart: the merfish reader does both
         return _vendor(canon, path, **vendor_kw)
     if is_table(path):

@@ -16,7 +16,10 @@ import scipy.sparse as sp
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
+from spatialmultiomics.io._celltable import looks_numeric
 from spatialmultiomics.io._common import existing_path, numeric_block, numeric_column, read_frame
+from spatialmultiomics.io._constants import PLATFORM_PIXEL_SIZE_UM
+from spatialmultiomics.io._names import clean_marker_names, find_coordinates, is_unnamed, unnamed_index_columns
 
 __all__ = ["ID_COLUMNS", "read_table"]
 
@@ -32,6 +35,11 @@ X_COLUMNS = (
     "x:x",
     "x_um",
     "x_location",
+    "x_position",
+    "cell x position",
+    "centroid x µm",
+    "pos_x",
+    "cellx",
     "pxl_col_in_fullres",
 )
 Y_COLUMNS = (
@@ -43,6 +51,11 @@ Y_COLUMNS = (
     "y:y",
     "y_um",
     "y_location",
+    "y_position",
+    "cell y position",
+    "centroid y µm",
+    "pos_y",
+    "celly",
     "pxl_row_in_fullres",
 )
 #: metadata columns kept in ``obs`` rather than read as features (case-insensitive)
@@ -129,6 +142,23 @@ def read_table(
     if len(frame) == 0:
         msg = f"{path}: has a header but no rows; at least one cell is needed."
         raise InputError(msg)
+    # stray pandas index columns (whole numbers under an empty / "Unnamed: N" header): dropped, except a single one
+    # in first place with distinct values, which has always served as the cell ids
+    stray = unnamed_index_columns(frame)
+    if (
+        id_column is None
+        and len(stray) == 1
+        and stray[0] == frame.columns[0]
+        and sum(is_unnamed(c) for c in frame.columns) == 1
+        and frame[stray[0]].is_unique
+        and _find([c for c in frame.columns if c != stray[0]], ID_COLUMNS) is None
+    ) or len(stray) == len(frame.columns):
+        stray = []
+    if stray:
+        frame = frame.drop(columns=stray)
+        logger.info(
+            "%s: dropped %d stray index column(s) %s (row numbers written by pandas).", path.name, len(stray), stray
+        )
     columns = list(frame.columns)
 
     # id column
@@ -146,7 +176,7 @@ def read_table(
             if first not in X_COLUMNS + Y_COLUMNS + FOV_COLUMNS + META_COLUMNS:
                 id_col = columns[0]
 
-    x_col, y_col = _find(columns, X_COLUMNS), _find(columns, Y_COLUMNS)
+    x_col, y_col, unit = find_coordinates([c for c in columns if c != id_col])
     missing = [n for n, c in (("x", x_col), ("y", y_col)) if c is None]
     if missing:
         msg = f"{path}: no {' / '.join(repr(m) for m in missing)} coordinate column; columns are {columns[:12]}{' ...' if len(columns) > 12 else ''}."
@@ -154,6 +184,13 @@ def read_table(
     fov_col = _find(columns, FOV_COLUMNS)
     meta_cols = [c for c in columns if c.strip().lower() in META_COLUMNS]
     skip = {id_col, x_col, y_col, fov_col, *meta_cols}
+    # text columns (annotations: an ROI, a sample, a gate) go to obs; a column of numbers with a stray text value
+    # stays a feature, so the value checks name the value and its row
+    text_cols = [c for c in columns if c not in skip and not looks_numeric(frame[c])]
+    if text_cols:
+        meta_cols += text_cols
+        skip.update(text_cols)
+        logger.info("%s: text column(s) %s kept in obs, not read as features.", path.name, text_cols[:10])
     features = [c for c in columns if c not in skip]
     if not features:
         msg = f"{path}: no feature columns besides id / coordinates / metadata ({[c for c in columns if c]})."
@@ -178,7 +215,37 @@ def read_table(
         msg = f"{path}: {n_bad} rows have missing or infinite coordinates in {x_col!r} / {y_col!r}; every cell needs x and y."
         raise InputError(msg)
 
+    default_px = PLATFORM_PIXEL_SIZE_UM.get(platform)
+    hint = f" (if they are pixels: the {platform} default is pixel_size_um={default_px:g})" if default_px else ""
+    if unit == "um" and pixel_size_um != 1.0:
+        logger.warning(
+            "%s: coordinate columns %r / %r are in µm by their names, yet pixel_size_um=%g multiplies them.",
+            path.name,
+            x_col,
+            y_col,
+            pixel_size_um,
+        )
+    elif unit == "px" and pixel_size_um == 1.0:
+        logger.warning(
+            "%s: coordinate columns %r / %r are in pixels by their names and pixel_size_um=1: coordinates stay in "
+            "pixels; pass pixel_size_um (µm per pixel) to convert%s.",
+            path.name,
+            x_col,
+            y_col,
+            f", e.g. the {platform} default {default_px:g}" if default_px else "",
+        )
+    else:
+        logger.info(
+            "%s: coordinates %r / %r taken as %s x pixel_size_um=%g -> µm%s.",
+            path.name,
+            x_col,
+            y_col,
+            {"um": "µm", "px": "pixels"}.get(unit, "units (unstated)"),
+            pixel_size_um,
+            hint if unit == "" and pixel_size_um == 1.0 else "",
+        )
     values = numeric_block(frame, features, path)
+    names, channels, renamed = clean_marker_names(features)
     X: np.ndarray | sp.csr_matrix = values
     if modality == "rna" and np.count_nonzero(values) < 0.5 * values.size:
         X = sp.csr_matrix(values)
@@ -187,7 +254,17 @@ def read_table(
         obs[Keys.FOV] = pd.Categorical(frame[fov_col].astype(str).to_numpy())
     for c in meta_cols:
         obs[c] = pd.Categorical(frame[c].astype(str).to_numpy())
-    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(features)))
+    var = pd.DataFrame(index=pd.Index(names))
+    if renamed:
+        var["original_name"] = features
+        if any(channels):
+            var["channel"] = channels
+        logger.info(
+            "%s: channel names cleaned to markers (e.g. %r -> %r); originals in var['original_name'].",
+            path.name,
+            *next((a, b) for a, b in zip(features, names, strict=True) if a != b),
+        )
+    adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.obsm[Keys.SPATIAL] = coords * float(pixel_size_um)
     adata.uns[Keys.PROVENANCE] = {
         "platform": platform,
@@ -197,6 +274,9 @@ def read_table(
         "modality": modality,
         "id_column": id_col if id_col is not None else "",
         "columns": {"x": x_col, "y": y_col, "fov": fov_col or ""},
+        "coordinate_unit": {"um": "µm", "px": "pixels"}.get(unit, "unstated"),
     }
+    if stray:
+        adata.uns[Keys.PROVENANCE]["ignored_columns"] = stray
     logger.info("%s: %d cells x %d features (%s, %s)", path.name, adata.n_obs, adata.n_vars, platform, modality)
     return adata

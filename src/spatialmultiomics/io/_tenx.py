@@ -36,6 +36,8 @@ class TenxMatrix:
 
     def select(self, mask: np.ndarray) -> tuple[sp.csr_matrix, pd.DataFrame]:
         """Columns (features) where ``mask`` is True: the matrix block and its feature rows."""
+        if mask.all():  # every feature: no copy (a full-slide Visium HD matrix holds ~10^8 values)
+            return self.X, self.features.reset_index(drop=True)
         idx = np.flatnonzero(mask)
         return self.X[:, idx].tocsr(), self.features.iloc[idx].reset_index(drop=True)
 

@@ -10,7 +10,8 @@ spellings accepted (case-insensitive):
 - id: ``cell_id``, ``cell_id:cell_id``, ``CellID``, ``id``, or none (rows numbered);
 - region / FOV: ``region``, ``region:region``, ``fov``, ``sample``, ``image`` (each region is its own frame);
 - markers: every other numeric column; CellSeg's ``name:Cyc_2_ch_3`` headers become ``name`` with the channel in
-  ``var['channel']``. Shape and bookkeeping columns (``size``, ``Area``, ``Eccentricity``, ``z``, ``tile_num``,
+  ``var['channel']``; the CODEX toolkits' ``CD8 - cytotoxic T cells:Cyc_3_ch_2`` becomes ``CD8`` (the original in
+  ``var['original_name']``). Stray pandas index columns (``Unnamed: 0`` ...) are dropped. Shape and bookkeeping columns (``size``, ``Area``, ``Eccentricity``, ``z``, ``tile_num``,
   ...) and text columns go to ``obs``.
 
 Coordinates: pixels times ``pixel_size_um`` (default 0.377 µm, the CODEX instrument's 20x pixel).
@@ -25,9 +26,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from spatialmultiomics._errors import InputError
-from spatialmultiomics.io._celltable import protein_table, read_tables, split_markers
+from spatialmultiomics.io._celltable import drop_stray_index, protein_table, read_tables, split_markers
 from spatialmultiomics.io._common import existing_path, find_column, require_columns
 from spatialmultiomics.io._constants import CodexColumns
+from spatialmultiomics.io._names import parse_channel
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -39,17 +41,20 @@ _TABLE_PATTERNS = ("*.csv", "*.csv.gz", "*.tsv", "*.tsv.gz", "*.txt", "*.parquet
 
 
 def _clean_header(columns: list[str]) -> tuple[list[str], dict[str, str]]:
-    """CellSeg ``a:a`` -> ``a``; ``marker:Cyc_1_ch_2`` -> ``marker`` (channel kept); other names unchanged."""
+    """CellSeg ``a:a`` -> ``a``; channel columns of the CODEX toolkits -> their marker
+    (``CD8:Cyc_1_ch_2`` and ``CD8 - cytotoxic T cells:Cyc_3_ch_2`` -> ``CD8``, the channel kept); other names
+    unchanged."""
     out, channels = [], {}
     for col in columns:
         left, sep, right = col.partition(":")
         new = col
-        if sep and left.strip():
-            if left.strip().lower() == right.strip().lower():
-                new = left.strip()
-            elif _CYCLE.match(right.strip()):
-                new = left.strip()
-                channels[new] = right.strip()
+        if sep and left.strip() and left.strip().lower() == right.strip().lower():
+            new = left.strip()
+        else:
+            parsed = parse_channel(col)
+            if parsed is not None and parsed.layout == "codex":
+                new = parsed.marker
+                channels[new] = parsed.channel
         out.append(new)
     if len(set(out)) != len(out):  # cleaning would merge two columns: keep the original headers
         return list(columns), {}
@@ -103,9 +108,11 @@ def codex(
         text_columns=lambda i, n: n.strip().lower() in ids_lower or n == id_column,
         folder=path if path.is_dir() else None,
     )
+    frame, stray = drop_stray_index(frame, files[0])
     original = [str(c) for c in frame.columns]
     cleaned, channels = _clean_header(original)
     frame.columns = cleaned
+    renamed = dict(zip(cleaned, original, strict=True))
     columns = list(frame.columns)
     cols = require_columns(columns, {"x": CodexColumns.X, "y": CodexColumns.Y}, path=files[0], what="CODEX table")
     if id_column is not None and id_column not in frame:
@@ -122,7 +129,11 @@ def codex(
             (pd.Series(file_fov) + "_" + frame[fov_col].astype(str)).to_numpy() if fov_col is not None else file_fov
         )
     markers, obs_cols = split_markers(frame, [cols["x"], cols["y"], id_col, fov_col])
-    var = pd.DataFrame({"channel": [channels.get(m, "") for m in markers]}) if channels else None
+    var = None
+    if channels:
+        var = pd.DataFrame(
+            {"channel": [channels.get(m, "") for m in markers], "original_name": [renamed[m] for m in markers]}
+        )
     layout = "CellSeg / CODEX processor (name:name headers)" if cleaned != original else "per-cell table"
     return protein_table(
         frame,
@@ -140,4 +151,5 @@ def codex(
         obs_cols=obs_cols,
         var=var,
         fov_values=fov_values,
+        ignored_columns=stray or None,
     )

@@ -227,17 +227,23 @@ def visium(
     for col in feats.columns:
         if col not in (TenxH5.FEATURE_ID, TenxH5.FEATURE_NAME, TenxH5.FEATURE_TYPE):
             var[col] = feats[col].to_numpy()
-    idx = np.flatnonzero(keep)
+    if keep.all():  # the filtered matrix: every barcode is in tissue, no row copy
+        X_keep, Xc_keep, names_keep, coords_keep, obs_keep = X, Xc, barcodes, coords, obs.reset_index(drop=True)
+    else:
+        idx = np.flatnonzero(keep)
+        X_keep, Xc_keep, names_keep = X[idx], Xc[idx], barcodes[idx]
+        coords_keep = None if coords is None else coords[idx]
+        obs_keep = obs.iloc[idx].reset_index(drop=True)
     adata = build_anndata(
-        X[idx],
-        obs_names=barcodes[idx],
+        X_keep,
+        obs_names=names_keep,
         var_names=feats[TenxH5.FEATURE_NAME].tolist(),
-        coords_um=None if coords is None else coords[idx],
-        obs=obs.iloc[idx].reset_index(drop=True),
+        coords_um=coords_keep,
+        obs=obs_keep,
         var=var,
         sparse=True,
     )
-    attach_controls(adata, Xc[idx], ctrl[TenxH5.FEATURE_NAME].tolist(), ctrl[TenxH5.FEATURE_TYPE].tolist())
+    attach_controls(adata, Xc_keep, ctrl[TenxH5.FEATURE_NAME].tolist(), ctrl[TenxH5.FEATURE_TYPE].tolist())
     version = tm.attrs.get("software_version") or (
         "Space Ranger >= 2.1 (probe-level matrix)"
         if "probe_region" in feats

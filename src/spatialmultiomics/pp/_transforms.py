@@ -83,9 +83,11 @@ BACKGROUND_QUANTILE = 0.25
 
 _ROWS_PER_CHUNK = 65536
 _MASS_CYTOMETRY = frozenset({"imc", "mibi"})
-_FLUORESCENCE = frozenset({"codex", "cycif"})
+# immunofluorescence: CODEX / PhenoCycler, CyCIF, CosMx protein panels and the per-cell exports of inForm (Vectra),
+# QuPath and HALO (HALO often writes integer 0-255 intensities, which must not be taken for antibody counts)
+_FLUORESCENCE = frozenset({"codex", "cycif", "cosmx", "inform", "qupath", "halo"})
 _IMAGING = _MASS_CYTOMETRY | _FLUORESCENCE
-_KIND = {"imc": "mass cytometry", "mibi": "mass cytometry", "codex": "fluorescence", "cycif": "fluorescence"}
+_KIND = {"imc": "mass cytometry", "mibi": "mass cytometry", **dict.fromkeys(_FLUORESCENCE, "fluorescence")}
 
 
 @dataclass(frozen=True)
