@@ -16,12 +16,33 @@ def _restore_logger():
     logger.handlers[:], logger.level, logger.propagate = state[0], state[1], state[2]
 
 
+#: the in-process test cluster: every HTTP server on one loopback socket with a port chosen by the OS
+CLUSTER_KWARGS = {
+    "n_workers": 2,
+    "threads_per_worker": 1,
+    "processes": False,
+    "dashboard_address": None,
+    "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+    "worker_dashboard_address": "127.0.0.1:0",
+}
+
+
 @pytest.fixture(scope="module")
 def client():
-    """A dask.distributed client on an in-process LocalCluster (2 workers, 1 thread each); skipped without dask."""
+    """A dask.distributed client on an in-process LocalCluster (2 workers, 1 thread each); skipped without dask.
+
+    Every HTTP server of the cluster listens on one loopback socket with a port chosen by the OS. With the
+    defaults the scheduler asks for the fixed port 8787 on every interface: when another process holds it (tests
+    or a dashboard running at the same time), distributed warns "Port 8787 is already in use" and tornado leaks the
+    socket whose bind failed; under pytest's warnings-as-errors either one aborts the cluster's start (the Dask
+    tests errored in ~1 of 8 processes on a shared machine).
+    """
     distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
-        distributed.Client(cluster) as c,
-    ):
+    with distributed.LocalCluster(**CLUSTER_KWARGS) as cluster, distributed.Client(cluster) as c:
         yield c
+
+
+@pytest.fixture
+def cluster_kwargs() -> dict:
+    """The keyword arguments of the ``client`` fixture's LocalCluster."""
+    return dict(CLUSTER_KWARGS)

@@ -115,3 +115,19 @@ def test_dask_sampled_initialisation_gives_the_numpy_result(planted, client, mon
         W = model.fit_transform(dask_blocks).compute()
     np.testing.assert_allclose(W, W_ref, rtol=1e-4, atol=1e-5 * W_ref.max())
     np.testing.assert_allclose(model.loss_curve_, reference.loss_curve_, rtol=1e-5)
+
+
+def test_the_test_cluster_starts_while_port_8787_is_taken(cluster_kwargs) -> None:
+    # the cause of the flaky start: with the defaults the scheduler asks for port 8787 on every interface; when
+    # another process holds it, distributed warns and tornado leaks the socket whose bind failed (both errors here)
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hold:
+        try:
+            hold.bind(("0.0.0.0", 8787))
+            hold.listen(1)
+        except OSError:  # already held by another process: the same condition
+            pass
+        with distributed.LocalCluster(**cluster_kwargs) as cluster, distributed.Client(cluster) as c:
+            assert c.submit(sum, [1, 2]).result() == 3
+            assert cluster.scheduler.http_server.port != 8787

@@ -9,7 +9,7 @@ from scipy.optimize import nnls
 
 from spatialmultiomics.factorize._init import initialize
 from spatialmultiomics.factorize._rowpass import RowData
-from spatialmultiomics.factorize._solvers import SOLVERS, _fit_hals, _fit_mu
+from spatialmultiomics.factorize._solvers import SOLVERS, _fit_hals, _fit_mu, _remaining_decrease, _stop
 
 
 def _problem(planted, noise: float = 0.05) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -29,12 +29,14 @@ def _error(blocks, scales, W, Hs) -> float:
 
 
 @pytest.mark.parametrize("solver", ["hals", "mu"])
-def test_errors_are_exact_monotone_and_checked_every_10(planted, solver: str) -> None:
+def test_errors_are_exact_monotone_and_known_every_iteration(planted, solver: str) -> None:
     blocks, scales, W0, Hs0 = _problem(planted)
     W, Hs, n_iter, errors, converged = SOLVERS[solver](blocks, scales, W0, Hs0, max_iter=35, tol=-np.inf)
     assert n_iter == 35
     assert not converged
-    assert len(errors) == 5  # initial, 10, 20, 30, 35
+    assert len(errors) == 36  # initial, then after every iteration
+    *_, errors12, _ = SOLVERS[solver](blocks, scales, W0, Hs0, max_iter=12, tol=-np.inf)
+    assert errors[12] == pytest.approx(errors12[-1], rel=1e-6)  # the error after iteration 12 of the longer run
     assert errors[0] == pytest.approx(_error(blocks, scales, W0, Hs0), rel=1e-6)
     assert errors[-1] == pytest.approx(_error(blocks, scales, W, Hs), rel=1e-6)
     assert np.all(np.diff(errors) <= 0)
@@ -44,14 +46,30 @@ def test_errors_are_exact_monotone_and_checked_every_10(planted, solver: str) ->
     assert min(H.min() for H in Hs) >= 0
 
 
-def test_stopping_rule_stops_at_a_check_with_converged(planted) -> None:
+def test_remaining_decrease_is_the_geometric_tail() -> None:
+    # decreases 0.1, 0.05 (relative to the error before each): ratio 1/2, so 0.05 * (1/2 + 1/4 + ...) remains
+    errors = [1.0, 0.9, 0.9 * 0.95]
+    assert _remaining_decrease(errors) == pytest.approx(0.05)
+    assert _remaining_decrease(errors[:2]) == np.inf  # one decrease: no rate yet
+    # 0.1 then 0.111: not slowing down, extrapolated at the capped rate 0.9 (nine more such decreases)
+    assert _remaining_decrease([1.0, 0.9, 0.8]) == pytest.approx(9 * 0.1 / 0.9)
+    assert _remaining_decrease([1.0, 0.9, 0.9]) == 0.0  # no decrease: at the rounding floor
+    assert not _stop(errors, 0.0, 2, 0.01, lambda *a: None, "test")  # 5 % still to come
+    assert _stop(errors, 0.0, 2, 0.1, lambda *a: None, "test")
+    assert not _stop(errors, 0.02, 2, 0.1, lambda *a: None, "test")  # 2 % of the cells changed factor
+    assert not _stop(errors, 0.0, 2, 0.0, lambda *a: None, "test")  # tol=0 never stops
+
+
+def test_stopping_rule_stops_when_the_rest_is_below_tol(planted) -> None:
     blocks, scales, W0, Hs0 = _problem(planted)
-    _, _, n_iter, errors, converged = _fit_hals(blocks, scales, W0, Hs0, max_iter=1000, tol=1e-3)
+    *_, errors, converged = _fit_hals(blocks, scales, W0, Hs0, max_iter=1000, tol=1e-3)
     assert converged
-    assert n_iter % 10 == 0
-    assert n_iter < 1000
-    assert (errors[-2] - errors[-1]) / errors[-2] < 1e-3
-    assert (errors[-3] - errors[-2]) / errors[-3] >= 1e-3
+    assert len(errors) < 1001
+    assert _remaining_decrease(errors) < 1e-3
+    assert _remaining_decrease(errors[:-1]) >= 1e-3 or len(errors) < 4
+    # and the error it stops at is within 0.2 % of the converged one
+    *_, full, _ = _fit_hals(blocks, scales, W0, Hs0, max_iter=2000, tol=1e-9)
+    assert full[-1] <= errors[-1] <= 1.002 * full[-1]
 
 
 @pytest.mark.parametrize("solver", ["hals", "mu"])
@@ -144,3 +162,20 @@ def test_numba_path_gives_the_numpy_result(planted, monkeypatch, solver: str) ->
     np.testing.assert_allclose(numba_run[3], numpy_run[3], rtol=1e-4)
     dense = [blocks[0].toarray(), blocks[1]]
     assert numba_run[3][-1] == pytest.approx(_error(dense, scales, numba_run[0], numba_run[1]), rel=1e-5)
+
+
+def test_threads_chosen_at_run_time_leave_the_result_unchanged(planted, monkeypatch) -> None:
+    pytest.importorskip("numba")
+    import spatialmultiomics.factorize._rowpass as rowpass
+
+    monkeypatch.setattr(rowpass, "NUMBA_MIN_WORK", 0.0)  # the numba kernels on a small input
+    blocks, scales, W0, Hs0 = _problem(planted)
+    runs = []
+    for threads in (1, 2):
+        data = RowData.build(blocks, scales, n_threads=threads)
+        W, Hs, _, errors, _ = _fit_hals(blocks, scales, W0, Hs0, max_iter=8, tol=0.0, data=data)
+        assert data.n_threads == threads  # the caller's setting is restored after the timed passes
+        runs.append((W, Hs[0], errors))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert runs[0][2] == runs[1][2]

@@ -14,6 +14,7 @@ from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
 from spatialmultiomics.factorize._estimator import JointNMF
+from spatialmultiomics.factorize._solvers import DEFAULT_TOL
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -168,7 +169,7 @@ def joint_nmf(
     solver: str = "hals",
     modality_weights: Sequence[float] | Mapping[str, float] | str | None = None,
     max_iter: int = 400,
-    tol: float = 1e-4,
+    tol: float = DEFAULT_TOL,
     seed: int | None = 0,
     batch_size: int = 4096,
     backend: str = "numpy",
@@ -207,7 +208,9 @@ def joint_nmf(
     max_iter
         Maximum number of iterations.
     tol
-        Relative change of the reconstruction error over 10 iterations below which the solver stops.
+        Stop when the relative decrease of the reconstruction error still expected is below ``tol`` and at most
+        1 % of the cells changed their dominant factor in the last iteration (see
+        :class:`~spatialmultiomics.factorize.JointNMF`); smaller values run on towards the exact optimum.
     seed
         Seed of the initialisation; the result is deterministic for a given seed.
     batch_size

@@ -82,11 +82,13 @@ def _chunk_data(checked: Sequence[Any], norms: np.ndarray, scales: np.ndarray) -
 
 def _chunk_pass(
     data: RowData, G: np.ndarray, W: np.ndarray, update: str, max_inner: int
-) -> tuple[np.ndarray, PassStats]:
-    """Return the updated rows of ``W`` (a copy: tasks never change their inputs) and the chunk's pass sums."""
+) -> tuple[np.ndarray, PassStats, int]:
+    """Return the updated rows of ``W`` (a copy: tasks never change their inputs), the chunk's pass sums and the
+    number of its rows whose dominant factor changed."""
     W = np.array(W, dtype=np.float32, order="C")
+    before = W.argmax(axis=1)
     stats = data.row_pass(G, W, update=update, max_inner=max_inner, delta=INNER_DELTA, use_numba=False)
-    return W, stats
+    return W, stats, int(np.count_nonzero(W.argmax(axis=1) != before))
 
 
 def _sum_stats(parts: Sequence[PassStats]) -> PassStats:
@@ -259,8 +261,9 @@ def _sizes(data: RowData) -> tuple[int | None, int | None]:
     return data.sparse_nnz, data.dense_size
 
 
-def _pass(data: DaskRowData, G: np.ndarray, W: Any, update: str, max_inner: int) -> tuple[Any, PassStats]:
-    """One round of chunk tasks: the new cell loadings (persisted Dask array) and the reduced pass sums.
+def _pass(data: DaskRowData, G: np.ndarray, W: Any, update: str, max_inner: int) -> tuple[Any, PassStats, float]:
+    """One round of chunk tasks: the new cell loadings (persisted Dask array), the reduced pass sums and the
+    fraction of cells whose dominant factor changed.
 
     Each chunk task runs exactly once: its results are persisted before the cell loadings and the sums are taken
     from them (persisting both views of unpersisted tasks together made Dask's optimizer run every chunk twice,
@@ -276,8 +279,11 @@ def _pass(data: DaskRowData, G: np.ndarray, W: Any, update: str, max_inner: int)
         ]
     )
     W_new = data._cell_array([dask.delayed(getitem)(r, 0) for r in results], G.shape[0]).persist()
-    total = dask.delayed(_sum_stats)([dask.delayed(getitem)(r, 1) for r in results]).compute()
-    return W_new, total
+    total, changed = dask.compute(
+        dask.delayed(_sum_stats)([dask.delayed(getitem)(r, 1) for r in results]),
+        dask.delayed(sum)([dask.delayed(getitem)(r, 2) for r in results]),
+    )
+    return W_new, total, changed / max(data.n_rows, 1)
 
 
 def fit_dask(

@@ -15,13 +15,17 @@ variant for millions of cells (Mairal et al. 2010): it passes over mini-batches 
 exponentially forgotten running sums after every batch.
 
 The loss ``||X||^2 - 2 tr(W.T X G.T) + tr(W.T W G G.T)`` comes out of every pass with the traces accumulated in
-float64 (with a good fit the three terms nearly cancel). The solvers stop when it changed by less than ``tol``
-(relative) over the last 10 iterations (checked every 10 iterations; every epoch for ``'minibatch'``).
+float64 (with a good fit the three terms nearly cancel), so it is known after every iteration at no extra cost.
+``'hals'`` and ``'mu'`` stop once more iterations would no longer change the answer (:func:`_stop`): the decrease
+of the error still to come, extrapolated from the last two decreases, is below ``tol`` (relative), and fewer than
+``ASSIGNMENT_TOL`` of the cells changed their dominant factor in the last iteration. ``'minibatch'`` stops when
+the loss of an epoch changed by less than ``tol`` (relative) from the previous epoch.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -36,7 +40,13 @@ from spatialmultiomics.factorize._rowpass import PassStats, RowData
 
 __all__ = ["SOLVERS", "SolverResult"]
 
-CHECK_EVERY = 10
+#: default ``tol`` of the stopping rule: relative decrease of the error still expected (see :func:`_stop`)
+DEFAULT_TOL = 1e-3
+#: the stopping rule also waits until at most this fraction of the cells changed their dominant factor (the
+#: argmax of their row of ``W``) in the last iteration
+ASSIGNMENT_TOL = 0.01
+#: largest rate of geometric convergence the stopping rule extrapolates with (see :func:`_remaining_decrease`)
+MAX_RATE = 0.9
 # Accelerated updates (Gillis & Glineur 2012): each update of W (or G) repeats its sweep up to
 # INNER_ALPHA * (cost of the products it needs / cost of one sweep) times (at most MAX_INNER), and stops repeating
 # once a sweep moves the factor by less than INNER_DELTA times the first move.
@@ -155,16 +165,53 @@ def _split_g(G: np.ndarray, out_offsets: np.ndarray) -> list[np.ndarray]:
     return [G[:, a:b].copy() for a, b in itertools.pairwise(out_offsets)]
 
 
-def _stop(errors: list[float], it: int, tol: float, log: Callable[..., None], name: str) -> bool:
-    """The stopping rule of every backend: the error's relative decrease since the last check is below ``tol``."""
-    before, now = errors[-2], errors[-1]
-    change = (before - now) / before if before > 0 else 0.0
-    log("%s iteration %d: reconstruction error %.6g, relative change %.3g", name, it, now, change)
-    return change < tol
+def _remaining_decrease(errors: Sequence[float]) -> float:
+    """Return the relative decrease of the error still expected, extrapolated from the last two decreases.
+
+    With linear convergence the decreases shrink geometrically, ``d_t = r * d_{t-1}``, so what is left to gain is
+    ``d_t * r / (1 - r)`` (relative to the error before the last iteration). The rate is capped at
+    ``MAX_RATE`` (decreases that do not shrink, or shrink slowly, count as ``d_t * 9``: about the decrease over
+    the next ten iterations), so the rule is never looser than "the last decrease times nine". No decrease in the
+    last iteration (the error is at its rounding floor) gives 0; fewer than three errors give infinity.
+    """
+    if len(errors) < 3:
+        return float("inf")
+    e2, e1, e0 = (float(e) for e in errors[-3:])
+    if e1 <= 0.0 or e0 >= e1:
+        return 0.0
+    last = (e1 - e0) / e1
+    before = (e2 - e1) / e2 if e2 > 0.0 else 0.0
+    r = min(last / before, MAX_RATE) if before > 0.0 else MAX_RATE
+    return last * r / (1.0 - r)
+
+
+def _stop(errors: list[float], changed: float, it: int, tol: float, log: Callable[..., None], name: str) -> bool:
+    """The stopping rule of every backend: more iterations would no longer change the answer.
+
+    Stop when the decrease of the error still expected (:func:`_remaining_decrease`, relative) is below ``tol``
+    and the fraction ``changed`` of cells whose dominant factor moved in the last iteration is at most
+    ``ASSIGNMENT_TOL``. ``tol=0`` never stops before ``max_iter``.
+    """
+    remaining = _remaining_decrease(errors)
+    log(
+        "%s iteration %d: reconstruction error %.6g, further relative decrease expected %.3g, "
+        "dominant factor changed in %.3g%% of cells",
+        name,
+        it,
+        errors[-1],
+        remaining,
+        100.0 * changed,
+    )
+    return remaining < tol and changed <= ASSIGNMENT_TOL
+
+
+def _changed_fraction(before: np.ndarray, after: np.ndarray) -> float:
+    """Return the fraction of rows whose argmax differs between two label arrays."""
+    return float(np.count_nonzero(before != after)) / max(before.size, 1)
 
 
 def _alternate(
-    row_pass: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]],
+    row_pass: Callable[[np.ndarray, np.ndarray], tuple[Any, Any, float]],
     G: np.ndarray,
     W: Any,
     *,
@@ -177,25 +224,26 @@ def _alternate(
     log: Callable[..., None],
     name: str,
 ) -> tuple[Any, int, list[float], bool]:
-    """The alternating loop shared by every backend: ``row_pass(G, W) -> (W, stats)`` updates ``W`` and returns the
-    sums of that pass; ``G`` is updated in place from them; the error is checked every ``CHECK_EVERY`` iterations.
+    """The alternating loop shared by the NumPy and Dask backends: ``row_pass(G, W) -> (W, stats, changed)``
+    updates ``W`` and returns the sums of that pass and the fraction of cells whose dominant factor changed;
+    ``G`` is updated in place from the sums; the error of the new factors follows from the same sums and the
+    stopping rule (:func:`_stop`) is checked after every iteration.
 
-    Returns ``(W, n_iter, errors, converged)``.
+    Returns ``(W, n_iter, errors, converged)``; ``errors`` holds the error of the initial factors and the error
+    after every iteration.
     """
     errors: list[float] = []
     converged = False
     n_iter = 0
     for it in range(1, max_iter + 1):
         n_iter = it
-        W, stats = row_pass(G, W)
+        W, stats, changed = row_pass(G, W)
         if it == 1:  # the first pass also measured the initial factors
             errors.append(float(np.sqrt(max(norm_x2 - 2.0 * stats.cross0 + stats.quad0, 0.0))))
         if update_H:
             _update_g(g_rule, G, stats.WtW, stats.XtW.T, inner_h)
-        if it % CHECK_EVERY and it < max_iter:
-            continue
         errors.append(float(np.sqrt(_squared_error_after(norm_x2, stats, G))))
-        if it % CHECK_EVERY == 0 and _stop(errors, it, tol, log, name):
+        if _stop(errors, changed, it, tol, log, name):
             converged = True
             break
     return W, n_iter, errors, converged
@@ -232,8 +280,37 @@ def _iterate(
     g_rule = hals_sweep if rule == "hals" else mu_step
     log = logger.info if verbose else logger.debug
 
-    def row_pass(G: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, Any]:
-        return W, data.row_pass(G, W, update=rule, max_inner=inner_w, delta=INNER_DELTA, use_numba=use_numba)
+    labels = W.argmax(axis=1)  # the dominant factor of every cell, for the stopping rule
+    threads = data.n_threads
+    # more than one thread asked: passes 2 and 3 run on 1 and on ``threads`` threads, the faster count is kept
+    # (the first pass may load the kernels; the results do not depend on the number of threads)
+    timed: list[tuple[float, int]] = []
+    passes = 0
+
+    def row_pass(G: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, Any, float]:
+        nonlocal passes
+        passes += 1
+        timing = use_numba and threads > 1 and passes in (2, 3)
+        if timing:
+            data.n_threads = 1 if passes == 2 else threads
+        start = time.perf_counter()
+        stats = data.row_pass(G, W, update=rule, max_inner=inner_w, delta=INNER_DELTA, use_numba=use_numba)
+        if timing:
+            timed.append((time.perf_counter() - start, data.n_threads))
+            if passes == 3:
+                data.n_threads = min(timed)[1]
+                log(
+                    "%s: one pass took %.3g s on 1 thread, %.3g s on %d; using %d",
+                    name,
+                    timed[0][0],
+                    timed[1][0],
+                    threads,
+                    data.n_threads,
+                )
+        now = W.argmax(axis=1)
+        changed = _changed_fraction(labels, now)
+        labels[:] = now
+        return W, stats, changed
 
     with threadpool_limits(limits=1, user_api="blas") if use_numba else nullcontext():
         W, n_iter, errors, converged = _alternate(
@@ -249,6 +326,7 @@ def _iterate(
             log=log,
             name=name,
         )
+    data.n_threads = threads
     return W, _split_g(G, out_offsets), n_iter, errors, converged
 
 
@@ -259,7 +337,7 @@ def _fit_hals(
     Hs: Sequence[np.ndarray],
     *,
     max_iter: int = 400,
-    tol: float = 1e-4,
+    tol: float = DEFAULT_TOL,
     update_H: bool = True,
     verbose: bool = False,
     data: RowData | None = None,
@@ -285,7 +363,9 @@ def _fit_hals(
         Maximum number of iterations (one iteration = one update of ``G`` and one of ``W``; with
         ``update_H=False`` one update of ``W``).
     tol
-        Stop when the reconstruction error changed by less than this fraction over the last 10 iterations.
+        Stop when the relative decrease of the reconstruction error still expected (extrapolated from the last
+        two iterations) is below ``tol`` and at most ``ASSIGNMENT_TOL`` of the cells changed their dominant
+        factor in the last iteration (:func:`_stop`); 0 runs ``max_iter`` iterations.
     update_H
         False keeps ``Hs`` fixed and solves for ``W`` only (non-negative least squares, used by ``transform``).
     verbose
@@ -303,8 +383,8 @@ def _fit_hals(
     n_iter
         Iterations run.
     errors
-        Frobenius norm of the weighted residual before the first iteration, after every 10th iteration and after
-        the last one (length ``ceil(n_iter / 10) + 1``).
+        Frobenius norm of the weighted residual before the first iteration and after every iteration (length
+        ``n_iter + 1``).
     converged
         Whether the stopping rule was met before ``max_iter``.
     """
@@ -330,7 +410,7 @@ def _fit_mu(
     Hs: Sequence[np.ndarray],
     *,
     max_iter: int = 400,
-    tol: float = 1e-4,
+    tol: float = DEFAULT_TOL,
     update_H: bool = True,
     verbose: bool = False,
     data: RowData | None = None,
@@ -365,7 +445,7 @@ def _fit_minibatch(
     Hs: Sequence[np.ndarray],
     *,
     max_iter: int = 400,
-    tol: float = 1e-4,
+    tol: float = DEFAULT_TOL,
     update_H: bool = True,
     verbose: bool = False,
     batch_size: int = 4096,

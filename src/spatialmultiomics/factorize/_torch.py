@@ -22,7 +22,7 @@ from spatialmultiomics._errors import InputError
 from spatialmultiomics._log import logger
 from spatialmultiomics._optional import import_optional
 from spatialmultiomics.factorize._rowpass import RowData
-from spatialmultiomics.factorize._solvers import CHECK_EVERY, INNER_DELTA, MAX_INNER, SolverResult, _stop
+from spatialmultiomics.factorize._solvers import INNER_DELTA, MAX_INNER, SolverResult, _stop
 
 __all__ = ["fit_torch", "torch_device"]
 
@@ -180,21 +180,23 @@ def _loop(
     log: Any,
     out_offsets: np.ndarray,
 ) -> SolverResult:
-    """The iterations of :func:`fit_torch` (G update, then W update; loss checked every 10 iterations)."""
+    """The iterations of :func:`fit_torch` (G update, then W update; the stopping rule checked every iteration)."""
     inner_w = inner_h = MAX_INNER
     errors = [error(Wt, G, xg_of(G))]
     converged = False
     n_iter = 0
     with torch.no_grad():
+        labels = Wt.argmax(dim=0)  # the dominant factor of every cell
         for it in range(1, max_iter + 1):
             n_iter = it
             _repeat(torch, G, Wt @ Wt.T, xtw_of(Wt), solver, inner_h)
             XG = xg_of(G)
             _repeat(torch, Wt, G @ G.T, XG, solver, inner_w)
-            if it % CHECK_EVERY and it < max_iter:
-                continue
             errors.append(error(Wt, G, XG))
-            if it % CHECK_EVERY == 0 and _stop(errors, it, tol, log, f"torch {solver}"):
+            now = Wt.argmax(dim=0)
+            changed = float((now != labels).sum()) / max(int(now.numel()), 1)
+            labels = now
+            if _stop(errors, changed, it, tol, log, f"torch {solver}"):
                 converged = True
                 break
     W_out = np.ascontiguousarray(Wt.T.cpu().numpy(), dtype=np.float32)
