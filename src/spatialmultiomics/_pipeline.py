@@ -14,15 +14,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from spatialmultiomics._engine import ENGINE_UNS, check_engine, scheduler_text, spatial_stage_tiled, start_engine
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
-from spatialmultiomics._log import logger
+from spatialmultiomics._log import logger, progress_bar
 from spatialmultiomics._memory import PeakRSS
 from spatialmultiomics._validate import check_option, check_positive, check_positive_int
 
 if TYPE_CHECKING:
     from anndata import AnnData
     from mudata import MuData
+
+    from spatialmultiomics.cohort import CohortRun
 
 __all__ = ["PipelineResult", "run_pipeline"]
 
@@ -220,6 +223,8 @@ def run_pipeline(
     match_radius: float | str = "auto",
     unmatched: str = "impute",
     allow_reflection: bool = False,
+    max_rotation_deg: float = 180.0,
+    warp: str = "auto",
     annotation_method: str = "cluster",
     expected: str = "exact",
     solver: str = "hals",
@@ -233,7 +238,13 @@ def run_pipeline(
     overwrite: bool = False,
     progress: bool = False,
     figures: bool = True,
-) -> PipelineResult:
+    backend: str = "numpy",
+    scheduler: Any = None,
+    device: str | None = None,
+    n_jobs: int | None = None,
+    samples: PathLike | pd.DataFrame | None = None,
+    batch_correction: str | None = "auto",
+) -> PipelineResult | CohortRun:
     """Run the whole analysis from files (or AnnData objects) to every result, and optionally write them.
 
     Parameters
@@ -267,7 +278,7 @@ def run_pipeline(
     align
         How the modalities are put on one set of observations: ``'auto'`` (default: ids when they match, spots when
         one side is Visium-like, registration + cell matching when the frames differ), ``'ids'``, ``'match'``,
-        ``'register'``, ``'spots'`` or ``'adjacent'``; see :func:`smo.align.align`.
+        ``'register'``, ``'spots'``, ``'adjacent'`` or ``'separate'``; see :func:`smo.align.align`.
     match_radius
         Largest distance in µm between two matched cells of different modalities; ``'auto'`` (default) chooses it
         from the nearest-partner distances after registration (see :func:`smo.align.align`).
@@ -277,6 +288,12 @@ def run_pipeline(
     allow_reflection
         Let the automatic registration also try the mirror image of a section (mounted face down); see
         :func:`smo.align.register`.
+    max_rotation_deg
+        Largest rotation the automatic registration searches (degrees; 180: any). A smaller value settles
+        sections whose outline is symmetric when their orientation is roughly known.
+    warp
+        ``'auto'`` (default): a smooth non-rigid refinement after the rigid registration of the cell routes, kept
+        only when it predicts held-out cells better; ``'none'``: rigid only (see :func:`smo.align.align`).
     annotation_method
         ``'cluster'`` (default: Leiden clusters named from their markers through the reference's lineage
         hierarchy), ``'auto'`` (factors named by marker enrichment + per-cell marker evidence), ``'paper'`` (the
@@ -312,6 +329,31 @@ def run_pipeline(
     figures
         With ``output_dir``: also draw every figure into ``figures/`` (PNG + SVG) and embed them in
         ``report.html`` (the report is written either way).
+    backend
+        Engine of the heavy stages: ``'numpy'`` (default, this machine), ``'dask'`` (the factorization on row
+        chunks and the spatial statistics on tiles, as Dask tasks on ``scheduler``; extra ``[dask]``) or
+        ``'torch'`` (the factorization with PyTorch on ``device``; extra ``[torch]``). Stages without such a
+        route run in memory and say so in the log. The cell types equal the NumPy run's up to rounding.
+    scheduler
+        ``backend='dask'``: ``'local'`` (start a ``LocalCluster`` sized to this machine, closed at the end), the
+        address of a running scheduler (``'tcp://host:8786'``; it must answer within 5 s), a
+        ``distributed.Client``, or None (the active Client if there is one, else Dask's threaded scheduler).
+    device
+        ``backend='torch'``: ``'cuda'`` or ``'cpu'``; default CUDA when PyTorch sees a GPU.
+    n_jobs
+        Cores to use (NumPy kernel threads, the size of a ``'local'`` cluster, PyTorch CPU threads); None: each
+        backend's default (1 kernel thread for NumPy, every core for a ``'local'`` cluster); -1: all cores.
+        The engine (workers, threads, memory limits or the device) is recorded in ``mdata.uns['engine']``.
+    samples
+        A cohort instead of one sample: a sample sheet (CSV / TSV / YAML / TOML file or DataFrame: ``sample``,
+        ``condition``, optional ``patient``, input file, platform and pixel size per modality, covariates; see
+        :func:`smo.cohort.read_sample_sheet`). Then ``transcript_path`` / ``protein_path`` / the platforms /
+        ``pixel_size_um`` / ``extra_modalities`` come from the sheet and must not be given; every sample is
+        read in parallel (``n_jobs`` processes), all are factorized and annotated together and the conditions
+        compared (:func:`smo.cohort.run_cohort`), and a :class:`~spatialmultiomics.cohort.CohortRun` is returned.
+    batch_correction
+        With ``samples``: ``'auto'`` (= ``'quantile'``, measured), ``'quantile'``, ``'scale'``, ``'harmony'`` or
+        None (see :func:`smo.cohort.fit_cohort`).
 
     Returns
     -------
@@ -335,6 +377,35 @@ def run_pipeline(
     from spatialmultiomics.annotate._score import UNKNOWN
     from spatialmultiomics.annotate._spots import spot_modalities
 
+    if samples is not None:  # a cohort: one joint model over the samples of a sheet, then the comparison
+        given = {"transcript_path": transcript_path, "protein_path": protein_path}
+        given.update(extra_modalities=extra_modalities, pixel_size_um=pixel_size_um)
+        return _run_samples(
+            samples,
+            output_dir,
+            given,
+            n_factors=n_factors,
+            radius=radius,
+            markers=markers,
+            seed=seed,
+            align=align,
+            match_radius=match_radius,
+            unmatched=unmatched,
+            allow_reflection=allow_reflection,
+            annotation_method=annotation_method,
+            solver=solver,
+            modality_weights=modality_weights,
+            max_iter=max_iter,
+            n_top_genes=n_top_genes,
+            rna_normalization=rna_normalization,
+            protein_transform=protein_transform,
+            exclude_channels=exclude_channels,
+            spillover=spillover,
+            overwrite=overwrite,
+            figures=figures,
+            n_jobs=1 if n_jobs is None else n_jobs,
+            batch_correction=batch_correction,
+        )
     n_factors = _check_n_factors(n_factors)
     align = check_option(align, ROUTES, name="align")
     match_radius = check_match_radius(match_radius)
@@ -343,6 +414,7 @@ def run_pipeline(
     annotation_method = check_option(annotation_method, ANNOTATION_METHODS, name="annotation_method")
     expected = check_option(expected, ("exact", "paper"), name="expected")
     protein_transform = check_option(protein_transform, pp.PROTEIN_TRANSFORMS, name="protein_transform")
+    engine_spec = check_engine(backend, scheduler=scheduler, device=device, n_jobs=n_jobs)
     # checked before anything is read; the canonical names go to the readers
     canon_tx = _check_platform(platform_tx, kind="rna", argname="platform_tx") if transcript_path is not None else None
     canon_prot = (
@@ -360,22 +432,25 @@ def run_pipeline(
     timings: dict[str, float] = {}
     peak_rss: dict[str, float] = {}  # MiB, per stage
     monitor = PeakRSS().__enter__()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(stages), desc="spatialmultiomics", unit="stage", leave=False)
+    bar_context = progress_bar(len(stages), desc="spatialmultiomics", enabled=progress)
+    bar = bar_context.__enter__()  # log lines print above the bar while it is open
+    if bar is not None:
+        bar.set_postfix_str(stages[0])
+    engine = None
 
     def done(stage: str, t0: float) -> float:
         timings[stage] = time.perf_counter() - t0
         peak_rss[stage] = monitor.lap()
         logger.info("%-10s %.3f s, peak RSS %.0f MiB", stage, timings[stage], peak_rss[stage])
-        if bar is not None:
-            bar.set_postfix_str(stage)
+        if bar is not None:  # the postfix names the stage now running
+            nxt = stages.index(stage) + 1
+            bar.set_postfix_str(stages[nxt] if nxt < len(stages) else "done", refresh=False)
             bar.update(1)
         return time.perf_counter()
 
     try:
+        engine = start_engine(engine_spec)  # before reading: a bad scheduler address fails at once
+        engine.log_routes(choose_k=n_factors == "auto")
         t = time.perf_counter()
         mods = _collect_modalities(transcript_path, protein_path, canon_tx, canon_prot, extra_modalities, pixel_size_um)
         t = done("read", t)
@@ -385,6 +460,8 @@ def run_pipeline(
             match_radius=match_radius,
             unmatched=unmatched,
             allow_reflection=allow_reflection,
+            max_rotation_deg=max_rotation_deg,
+            warp=warp,
             seed=seed,
         )
         t = done("align", t)
@@ -415,6 +492,8 @@ def run_pipeline(
                 modality_weights=modality_weights,
                 max_iter=max_iter,
                 seed=seed,
+                backend=engine.backend,
+                n_jobs=engine.nmf_threads,
             )
         if selection is not None:
             factorize.store_k_selection(mdata, selection)
@@ -442,10 +521,16 @@ def run_pipeline(
         if len(spot_mods) == 1:  # spots + single cells: type the cells under each spot, count them
             annotate.spot_composition(mdata, mods[spot_mods[0]], modality=spot_mods[0])
         t = done("annotate", t)
-        spatial.spatial_neighbors(mdata, method="radius", radius=radius)
-        spatial.niche_composition(mdata, label_key=Keys.CELL_TYPE)
         # 'Unknown' is no call, not a cell type: its cells stay in the graph and the null, its pairs are not reported
-        spatial.colocalization(mdata, label_key=Keys.CELL_TYPE, expected=expected, seed=seed, exclude=(UNKNOWN,))
+        if not (
+            engine.backend == "dask"
+            and spatial_stage_tiled(
+                mdata, radius=radius, expected=expected, seed=seed, exclude=(UNKNOWN,), label_key=Keys.CELL_TYPE
+            )
+        ):
+            spatial.spatial_neighbors(mdata, method="radius", radius=radius)
+            spatial.niche_composition(mdata, label_key=Keys.CELL_TYPE)
+            spatial.colocalization(mdata, label_key=Keys.CELL_TYPE, expected=expected, seed=seed, exclude=(UNKNOWN,))
         t = done("spatial", t)
 
         W = np.asarray(mdata.obsm[Keys.NMF])
@@ -478,6 +563,8 @@ def run_pipeline(
                 "match_radius_um": match_radius,
                 "unmatched": unmatched,
                 "allow_reflection": bool(allow_reflection),
+                "max_rotation_deg": float(max_rotation_deg),
+                "warp": warp,
                 "annotation_method": annotation_method,
                 "expected": expected,
                 "solver": solver,
@@ -494,11 +581,16 @@ def run_pipeline(
                 ),
                 "markers": markers_given,
                 "spillover": bool(spillover),
+                "backend": engine.backend,
+                "scheduler": scheduler_text(engine_spec.scheduler),
+                "device": engine_spec.device or "none",
+                "n_jobs": "default" if n_jobs is None else engine_spec.n_jobs,
             },
             "versions": _versions(),
             "timings_s": dict(timings),
             "peak_rss_mib": dict(peak_rss),
         }
+        mdata.uns[ENGINE_UNS] = engine.describe()
         if output_dir is not None:
             io.write_results(
                 result, output_dir, overwrite=overwrite, figures=figures, started=time.time() - sum(timings.values())
@@ -508,10 +600,22 @@ def run_pipeline(
         mdata.uns[Keys.PIPELINE]["timings_s"] = dict(timings)
         mdata.uns[Keys.PIPELINE]["peak_rss_mib"] = dict(peak_rss)
     finally:
+        if engine is not None:
+            engine.close()  # a cluster started for the run is shut down; one connected to keeps running
         monitor.__exit__(None, None, None)
-        if bar is not None:
-            bar.close()
+        bar_context.__exit__(None, None, None)
     return result
+
+
+def _run_samples(samples: Any, output_dir: Any, given: Mapping[str, Any], **kwargs: Any) -> CohortRun:
+    """``run_pipeline(samples=...)``: refuse per-sample inputs given beside the sheet, then run the cohort."""
+    from spatialmultiomics.cohort import run_cohort
+
+    both = [name for name, value in given.items() if value is not None]
+    if both:
+        msg = f"samples= takes every input from the sample sheet; do not also give {both}."
+        raise InputError(msg)
+    return run_cohort(samples, output_dir, **kwargs)
 
 
 def _compensate_spillover(mdata: MuData) -> None:

@@ -144,6 +144,8 @@ def test_help_and_version(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert "--n-factors" in proc.stdout
     assert "--tx-platform" in proc.stdout
+    for option in ("--backend", "--scheduler", "--device", "--n-jobs"):  # the engine options
+        assert option in proc.stdout
     proc = _run(["-m", "spatialmultiomics", "--version"], tmp_path)
     assert proc.returncode == 0
     assert smo.__version__ in proc.stdout

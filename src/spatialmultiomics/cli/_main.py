@@ -8,26 +8,69 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import click
 
 from spatialmultiomics._errors import InputError
+from spatialmultiomics._log import log_warning, warnings_recorded
 
 __all__ = ["cli", "main", "read_config"]
 
-_PLATFORM_HELP = "Visium, MERFISH, MERSCOPE, Xenium, Stereo-seq, CODEX, MIBI, IMC, CyCIF or generic (case-insensitive)"
+_PLATFORM_HELP = "Visium, Visium HD, MERFISH, MERSCOPE, Xenium, Stereo-seq, CosMx, CODEX, MIBI, IMC, CyCIF, inForm, QuPath, HALO or generic (case-insensitive)"
 
 
 def _setup_logging(quiet: bool, debug: bool) -> None:
-    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    """One line per message on stderr, written above the progress bar; ``--quiet``: errors only.
+
+    Python warnings (e.g. a ConvergenceWarning) are logged the same way during a command (see :func:`main`).
+    """
+    from spatialmultiomics._log import TqdmHandler
+
+    level = logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO
     logger = logging.getLogger("spatialmultiomics")
     logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = TqdmHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if debug else "%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+def _show_progress(quiet: bool) -> bool:
+    """A progress bar only on a terminal (none in a batch job's log file) and not with ``--quiet``."""
+    return not quiet and sys.stderr.isatty()
+
+
+def _engine_options(func):
+    """``--backend``, ``--scheduler``, ``--device``, ``--n-jobs`` (checked by the pipeline: one-line errors)."""
+    func = click.option(
+        "--n-jobs",
+        default=None,
+        help="Cores to use: NumPy kernel threads, the size of a --scheduler local cluster, PyTorch CPU threads; "
+        "-1 all. Default: 1 kernel thread for numpy, every core for a local cluster.",
+    )(func)
+    func = click.option(
+        "--device",
+        default=None,
+        help="With --backend torch: cuda or cpu. Default: cuda when PyTorch sees a GPU.",
+    )(func)
+    func = click.option(
+        "--scheduler",
+        default=None,
+        help="With --backend dask: 'local' starts a LocalCluster sized to this machine (shut down at the end); an "
+        "address such as tcp://10.0.0.5:8786 connects to a running scheduler (dask-jobqueue on SLURM, "
+        "dask-kubernetes, dask-gateway); default: the threaded scheduler.",
+    )(func)
+    return click.option(
+        "--backend",
+        default="numpy",
+        show_default=True,
+        help="Engine: numpy (this machine), dask (the factorization on row chunks and the spatial statistics on "
+        "tiles, as Dask tasks) or torch (the factorization with PyTorch, on a GPU when there is one). Extras: "
+        "pip install 'spatialmultiomics[dask]' / 'spatialmultiomics[torch]'.",
+    )(func)
 
 
 def read_config(path: Path) -> dict:
@@ -98,7 +141,9 @@ def _apply_config(ctx: click.Context, param: click.Parameter, value: Path | None
 
 def _common(func):
     func = click.option("--debug", is_flag=True, help="Show full tracebacks and debug messages.")(func)
-    func = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bar.")(func)
+    func = click.option(
+        "-q", "--quiet", is_flag=True, help="Only errors: no log lines, warnings, progress bar or summary."
+    )(func)
     return click.option(
         "--config",
         type=click.Path(path_type=Path, dir_okay=False),
@@ -232,11 +277,12 @@ def cli() -> None:
 @click.option(
     "--align",
     "align_route",
-    type=click.Choice(["auto", "ids", "match", "register", "spots", "adjacent"], case_sensitive=False),
+    type=click.Choice(["auto", "ids", "match", "register", "spots", "adjacent", "separate"], case_sensitive=False),
     default="auto",
     show_default=True,
     help="How the modalities are put on one set of cells: by ids, by matching coordinates, after registration, "
-    "by aggregating cells into spots, or adjacent sections; auto picks and logs the route.",
+    "by aggregating cells into spots, adjacent sections matched by expression on linked features, or separate "
+    "(each modality typed on its own cells, compared by type); auto picks and logs the route.",
 )
 @click.option(
     "--match-radius",
@@ -249,6 +295,21 @@ def cli() -> None:
     "--allow-reflection",
     is_flag=True,
     help="Registration may also mirror a section (mounted face down); it refuses when both fit equally well.",
+)
+@click.option(
+    "--max-rotation-deg",
+    type=click.FloatRange(0.0, 180.0),
+    default=180.0,
+    show_default=True,
+    help="Largest rotation the automatic registration searches; a smaller value settles symmetric outlines.",
+)
+@click.option(
+    "--warp",
+    type=click.Choice(["auto", "none"], case_sensitive=False),
+    default="auto",
+    show_default=True,
+    help="auto: a smooth non-rigid refinement after the rigid registration when it predicts held-out cells "
+    "better (bent sections); none: rigid only.",
 )
 @click.option(
     "--protein-transform",
@@ -276,6 +337,7 @@ def cli() -> None:
 @click.option(
     "--no-figures", is_flag=True, help="Skip figures/ (faster on millions of cells); report.html is still written."
 )
+@_engine_options
 @_common
 def run(
     tx,
@@ -295,11 +357,17 @@ def run(
     align_route,
     match_radius,
     allow_reflection,
+    max_rotation_deg,
+    warp,
     protein_transform,
     keep_all_channels,
     spillover,
     overwrite,
     no_figures,
+    backend,
+    scheduler,
+    device,
+    n_jobs,
     quiet,
     debug,
 ) -> None:
@@ -335,12 +403,18 @@ def run(
         align=align_route,
         match_radius=match_radius,
         allow_reflection=allow_reflection,
+        max_rotation_deg=max_rotation_deg,
+        warp=warp,
         protein_transform=protein_transform,
         exclude_channels=None if keep_all_channels else "default",
         spillover=spillover,
         overwrite=overwrite,
-        progress=not quiet,
+        progress=_show_progress(quiet),
         figures=not no_figures,
+        backend=backend,
+        scheduler=scheduler,
+        device=device,
+        n_jobs=n_jobs,
     )
     if not quiet:
         _summary(result, output)
@@ -385,7 +459,7 @@ def demo(dataset, output, n_factors, seed, save_inputs, overwrite, no_figures, q
         seed=seed,
         save_inputs=save_inputs,
         overwrite=overwrite,
-        progress=not quiet,
+        progress=_show_progress(quiet),
         figures=not no_figures,
     )
     if not quiet:
@@ -405,7 +479,10 @@ def main(
         args = ["run", *args]
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name=prog_name, standalone_mode=False)
+        with warnings.catch_warnings():  # warnings become one log line each (silent with --quiet)
+            if not warnings_recorded():
+                warnings.showwarning = log_warning
+            cli.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

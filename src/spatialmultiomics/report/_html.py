@@ -529,11 +529,14 @@ def _colocalization(mdata: Any) -> str:
 
 
 def _parameters(mdata: Any, info: Mapping[str, Any]) -> str:
+    from spatialmultiomics._engine import ENGINE_UNS
+
     out = ""
     params = info.get("params")
     if isinstance(params, Mapping) and params:
         out += "<h3>Pipeline</h3>" + _kv_table(params)
     steps = [
+        ("Engine", mdata.uns.get(ENGINE_UNS)),  # backend, workers, threads, memory limits or the device
         ("Preprocessing", mdata.uns.get("preprocess")),
         ("Factorization", (mdata.uns.get(Keys.NMF_UNS) or {}).get("params")),
         (
