@@ -73,6 +73,7 @@ _NAMESPACES = [
     ("spatialmultiomics.factorize", "smo.factorize: joint NMF", "X ≈ W H over all modalities"),
     ("spatialmultiomics.annotate", "smo.annotate: naming factors and cells", "marker genes and proteins"),
     ("spatialmultiomics.spatial", "smo.spatial: graphs, niches, co-localization", "exact join-count statistics"),
+    ("spatialmultiomics.cohort", "smo.cohort: many samples, conditions", "one model, tests with the sample as unit"),
     ("spatialmultiomics.pl", "smo.pl: figures", "read stored results, never recompute"),
     ("spatialmultiomics.report", "smo.report: the HTML report", "one self-contained page"),
     ("spatialmultiomics.datasets", "smo.datasets: built-in data", "known truth for testing and demos"),

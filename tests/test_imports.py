@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-NAMESPACES = ["io", "align", "pp", "factorize", "annotate", "spatial", "datasets", "pl", "report"]
+NAMESPACES = ["io", "align", "pp", "factorize", "annotate", "spatial", "cohort", "datasets", "pl", "report"]
 
 
 def test_import_is_light() -> None:

@@ -2,7 +2,7 @@
 co-localization statistics.
 
 ``import spatialmultiomics as smo``; the namespaces ``smo.io``, ``smo.align``, ``smo.pp``, ``smo.factorize``,
-``smo.annotate``, ``smo.spatial``, ``smo.pl``, ``smo.report`` and ``smo.datasets`` load on first access, and ``smo.run_pipeline`` runs them
+``smo.annotate``, ``smo.spatial``, ``smo.cohort``, ``smo.pl``, ``smo.report`` and ``smo.datasets`` load on first access, and ``smo.run_pipeline`` runs them
 all.
 """
 
@@ -20,7 +20,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-_SUBMODULES = ("align", "annotate", "datasets", "factorize", "io", "pl", "pp", "report", "spatial")
+_SUBMODULES = ("align", "annotate", "cohort", "datasets", "factorize", "io", "pl", "pp", "report", "spatial")
 
 __all__ = ["InputError", "Keys", "PipelineResult", "__version__", "run_pipeline", *_SUBMODULES]
 
