@@ -7,13 +7,23 @@ import logging
 import pytest
 
 
+def _pristine_logger() -> None:
+    logger = logging.getLogger("spatialmultiomics")
+    logger.handlers.clear()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+
+
 @pytest.fixture(autouse=True)
 def _restore_logger():
-    """Put the package logger back as it was: the CLI configures handlers and levels on it."""
-    logger = logging.getLogger("spatialmultiomics")
-    state = (list(logger.handlers), logger.level, logger.propagate)
+    """Every test starts and ends with the package logger as the library leaves it (no handlers, propagating).
+
+    The CLI configures handlers, the level and ``propagate`` on it; a module- or session-scoped fixture that runs
+    the CLI in-process would otherwise leave it configured for every later test (``caplog`` then sees nothing).
+    """
+    _pristine_logger()
     yield
-    logger.handlers[:], logger.level, logger.propagate = state[0], state[1], state[2]
+    _pristine_logger()
 
 
 #: the in-process test cluster: every HTTP server on one loopback socket with a port chosen by the OS

@@ -22,7 +22,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 _SUBMODULES = ("align", "annotate", "cohort", "datasets", "factorize", "io", "pl", "pp", "report", "spatial")
 
-__all__ = ["InputError", "Keys", "PipelineResult", "__version__", "run_pipeline", *_SUBMODULES]
+__all__ = ["InputError", "Keys", "PipelineResult", "__version__", "run_pipeline", "write_results", *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:
@@ -32,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from spatialmultiomics import _pipeline
 
         return getattr(_pipeline, name)
+    if name == "write_results":
+        from spatialmultiomics._results import write_results
+
+        return write_results
     msg = f"module 'spatialmultiomics' has no attribute {name!r}"
     raise AttributeError(msg)
 

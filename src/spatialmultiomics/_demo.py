@@ -51,6 +51,7 @@ def run_demo(
     """Run the pipeline on built-in data from its table files; return the result and its accuracy vs the truth."""
     from spatialmultiomics import datasets, io
     from spatialmultiomics._pipeline import run_pipeline
+    from spatialmultiomics._results import write_results
 
     dataset = check_option(dataset, DEMO_FACTORS, name="dataset")
     started = time.time()
@@ -82,7 +83,7 @@ def run_demo(
     result.mdata.uns["demo"] = {"dataset": dataset, **scores}
     if output_dir is not None:
         # written once, after scoring, so report.html shows the accuracy against the known truth
-        io.write_results(result, output_dir, overwrite=overwrite, figures=figures, started=started)
+        write_results(result, output_dir, overwrite=overwrite, figures=figures, started=started)
         result.output_dir = Path(output_dir)
         (Path(output_dir) / "demo_scores.json").write_text(json.dumps({"dataset": dataset, **scores}, indent=2))
     return result, scores

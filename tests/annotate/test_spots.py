@@ -67,7 +67,7 @@ def test_result_files_have_the_composition(spot_run, tmp_path) -> None:
     import pandas as pd
 
     data, res = spot_run
-    smo.io.write_results(res, tmp_path / "out", figures=False)
+    smo.write_results(res, tmp_path / "out", figures=False)
     comp = pd.read_csv(tmp_path / "out" / "spot_composition.csv", index_col=0)
     np.testing.assert_allclose(comp.drop(columns="n_cells").sum(axis=1), 1.0)
     cells = pd.read_csv(tmp_path / "out" / "spot_cells.csv", keep_default_na=False)

@@ -75,7 +75,7 @@ class _Prepared:
 def _prepare_sample(task: _Task) -> _Prepared:
     """Read, align, compensate and (per-sample mode) preprocess one sample; runs in a worker."""
     from spatialmultiomics import pp
-    from spatialmultiomics._pipeline import _collect_modalities, _compensate_spillover
+    from spatialmultiomics._inputs import _collect_modalities, _compensate_spillover
     from spatialmultiomics.align import align as align_modalities
 
     t0 = time.perf_counter()
@@ -292,8 +292,8 @@ def fit_cohort(
     from threadpoolctl import threadpool_limits
 
     from spatialmultiomics import annotate, factorize, pp
+    from spatialmultiomics._inputs import _check_k_fits, _check_n_factors
     from spatialmultiomics._mudata import make_mudata
-    from spatialmultiomics._pipeline import _check_k_fits, _check_n_factors
     from spatialmultiomics._validate import check_option
     from spatialmultiomics.align._align import ROUTES, check_match_radius
     from spatialmultiomics.annotate._assign import METHODS as ANNOTATION_METHODS

@@ -41,7 +41,6 @@ _LAZY = {
     "atomic_output_dir": "spatialmultiomics.io._write",
     "check_output_dir": "spatialmultiomics.io._write",
     "write_h5mu": "spatialmultiomics.io._write",
-    "write_results": "spatialmultiomics.io._write",
     "read_spatialdata": "spatialmultiomics.io._spatialdata",
     "write_spatialdata": "spatialmultiomics.io._spatialdata",
 }

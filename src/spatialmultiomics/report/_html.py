@@ -559,7 +559,7 @@ def _versions(info: Mapping[str, Any]) -> str:
 
     versions = dict(info.get("versions") or {})
     if not versions:
-        from spatialmultiomics._pipeline import _versions as pipeline_versions
+        from spatialmultiomics._inputs import _versions as pipeline_versions
 
         versions = pipeline_versions()
     versions.setdefault("python", sys.version.split()[0])
