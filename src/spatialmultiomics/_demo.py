@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -47,8 +47,15 @@ def run_demo(
     overwrite: bool = False,
     progress: bool = False,
     figures: bool = True,
+    backend: str = "numpy",
+    scheduler: Any = None,
+    device: str | None = None,
+    n_jobs: int | None = None,
 ) -> tuple[PipelineResult, dict[str, float]]:
-    """Run the pipeline on built-in data from its table files; return the result and its accuracy vs the truth."""
+    """Run the pipeline on built-in data from its table files; return the result and its accuracy vs the truth.
+
+    ``backend``, ``scheduler``, ``device`` and ``n_jobs`` choose the engine as in :func:`smo.run_pipeline`.
+    """
     from spatialmultiomics import datasets, io
     from spatialmultiomics._pipeline import run_pipeline
     from spatialmultiomics._results import write_results
@@ -70,6 +77,10 @@ def run_demo(
             markers=files["markers"],
             seed=seed,
             progress=progress,
+            backend=backend,
+            scheduler=scheduler,
+            device=device,
+            n_jobs=n_jobs,
         )
         if save_inputs is not None:
             Path(save_inputs).mkdir(parents=True, exist_ok=True)

@@ -218,3 +218,13 @@ def test_a_warning_is_one_log_line_and_silent_with_quiet(tmp_path: Path, capsys)
     _main._setup_logging(quiet=False, debug=False)
     log_warning("niches: only 1 distinct\ncomposition vectors", UserWarning, "x.py", 1)
     assert capsys.readouterr().err == "UserWarning: niches: only 1 distinct composition vectors\n"
+
+
+def test_demo_takes_the_engine_options(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    assert _cli(["demo", "--dataset", "paper", "-o", str(out), "--no-figures", "--backend", "dask", "-q"]) == 0
+    from spatialmultiomics._mudata import read_h5mu
+
+    md = read_h5mu(out / "result.h5mu")
+    assert md.uns["engine"]["backend"] == "dask"
+    assert _cli(["demo", "--dataset", "paper", "-o", str(tmp_path / "x"), "--backend", "gpu"]) == 2

@@ -446,8 +446,23 @@ def run(
 )
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty result folder.")
 @click.option("--no-figures", is_flag=True, help="Skip figures/; report.html is still written.")
+@_engine_options
 @_common
-def demo(dataset, output, n_factors, seed, save_inputs, overwrite, no_figures, quiet, debug) -> None:
+def demo(
+    dataset,
+    output,
+    n_factors,
+    seed,
+    save_inputs,
+    overwrite,
+    no_figures,
+    backend,
+    scheduler,
+    device,
+    n_jobs,
+    quiet,
+    debug,
+) -> None:
     """Run everything on built-in data and write every output; report accuracy against the known truth."""
     from spatialmultiomics._demo import run_demo
 
@@ -461,6 +476,10 @@ def demo(dataset, output, n_factors, seed, save_inputs, overwrite, no_figures, q
         overwrite=overwrite,
         progress=_show_progress(quiet),
         figures=not no_figures,
+        backend=backend,
+        scheduler=scheduler,
+        device=device,
+        n_jobs=n_jobs,
     )
     if not quiet:
         _summary(result, output)
