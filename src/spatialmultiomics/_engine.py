@@ -186,13 +186,6 @@ def check_engine(
                 "machine; use --device cpu, or run on a machine with a GPU and the CUDA build of PyTorch."
             )
             raise InputError(msg)
-        if device == "cpu" and has_cuda:
-            msg = (
-                f"{_opt('device', 'device')}='cpu' with backend='torch' on a machine with a CUDA GPU: the PyTorch "
-                "backend of JointNMF always uses the GPU it sees; use --backend numpy for a CPU run (or hide the GPU "
-                "with CUDA_VISIBLE_DEVICES='')."
-            )
-            raise InputError(msg)
         device = device or ("cuda" if has_cuda else "cpu")
     elif device == "cpu":
         device = None  # NumPy and Dask run on CPUs anyway

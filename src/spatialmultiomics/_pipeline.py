@@ -420,6 +420,7 @@ def run_pipeline(
                 seed=seed,
                 backend=engine.backend,
                 n_jobs=engine.nmf_threads,
+                device=engine_spec.device if engine.backend == "torch" else None,
             )
         if selection is not None:
             factorize.store_k_selection(mdata, selection)

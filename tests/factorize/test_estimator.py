@@ -320,3 +320,17 @@ def test_torch_backend_rejects_minibatch() -> None:
     pytest.importorskip("torch")
     with pytest.raises(InputError, match="backend='torch' runs solver 'hals' or 'mu', got solver='minibatch'"):
         JointNMF(2, solver="minibatch", backend="torch").fit([np.ones((10, 4)), np.ones((10, 2))])
+
+
+def test_torch_backend_runs_on_the_device_asked_for(planted) -> None:
+    pytest.importorskip("torch")
+    _, _, Xs = planted()
+    auto = JointNMF(4, backend="torch", max_iter=20).fit_transform(Xs)
+    on_cpu = JointNMF(4, backend="torch", device="cpu", max_iter=20).fit_transform(Xs)
+    # on a CPU-only machine 'auto' is the CPU: the same computation; on a GPU machine the CPU is forced
+    import torch
+
+    if not torch.cuda.is_available():
+        np.testing.assert_array_equal(auto, on_cpu)
+    with pytest.raises(InputError, match=r"device must be one of \['cuda', 'cpu'\], got 'tpu'"):
+        JointNMF(4, backend="torch", device="tpu").fit(Xs)

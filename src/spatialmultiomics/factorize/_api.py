@@ -174,6 +174,7 @@ def joint_nmf(
     batch_size: int = 4096,
     backend: str = "numpy",
     n_jobs: int = 1,
+    device: str | None = None,
     inplace: bool = True,
 ) -> JointNMFResult | None:
     """Factorize the modalities of a MuData jointly into shared factors (joint NMF).
@@ -221,6 +222,8 @@ def joint_nmf(
         modalities may be Dask arrays). See :class:`~spatialmultiomics.factorize.JointNMF`.
     n_jobs
         Threads of the NumPy backend's kernels for large inputs (-1: all cores); the result does not depend on it.
+    device
+        ``backend='torch'``: ``'cuda'`` or ``'cpu'``; None (default): CUDA when PyTorch sees a GPU.
     inplace
         True: write the result into ``mdata`` and return None. False: leave ``mdata`` untouched and return a
         :class:`JointNMFResult`.
@@ -277,6 +280,7 @@ def joint_nmf(
         batch_size=batch_size,
         backend=backend,
         n_jobs=n_jobs,
+        device=device,
     )
     try:
         W = model.fit_transform([X for X, _ in selected])

@@ -198,6 +198,8 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
         bound: the second and third iterations time one pass on 1 thread and on ``n_jobs`` threads and the
         faster count is kept (on a machine busy with other jobs extra threads can cost more than they give).
         The result does not depend on it.
+    device
+        ``backend='torch'``: ``'cuda'`` or ``'cpu'``; None (default): CUDA when PyTorch sees a GPU.
 
     Attributes
     ----------
@@ -269,6 +271,7 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
         batch_size: int = 4096,
         backend: str = "numpy",
         n_jobs: int = 1,
+        device: str | None = None,
     ) -> None:
         self.n_components = n_components
         self.solver = solver
@@ -281,6 +284,7 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
         self.batch_size = batch_size
         self.backend = backend
         self.n_jobs = n_jobs
+        self.device = device
 
     # ------------------------------------------------------------------ helpers
     def _check_params(self) -> tuple[str, str, int, float, np.random.Generator]:
@@ -332,7 +336,14 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
             if backend == "torch":
                 from spatialmultiomics.factorize._torch import fit_torch
 
-                W, Hs, n_iter, errors, converged = fit_torch(data, W0, Hs0, solver=solver, rng=rng, **options)
+                device = None
+                if self.device is not None:
+                    import torch
+
+                    device = torch.device(check_option(self.device, ("cuda", "cpu"), name="device"))
+                W, Hs, n_iter, errors, converged = fit_torch(
+                    data, W0, Hs0, solver=solver, rng=rng, device=device, **options
+                )
             else:
                 W, Hs, n_iter, errors, converged = SOLVERS[solver](Xs, scales, W0, Hs0, data=data, rng=rng, **options)
             n_features = [int(X.shape[1]) for X in Xs]
