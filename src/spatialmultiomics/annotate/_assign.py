@@ -489,7 +489,7 @@ def annotate(
             blind = [t for t in types if t in own and not any(own[t][m].size for m in data_mods)]
             types = [t for t in types if t not in blind]
             dropped = [t for t in marker_set.types if t not in types]
-        if dropped:
+        if dropped and method != "cluster":  # the cluster method gates through the hierarchy: logged below
             logger.info("annotate: types with too few markers in the data are not used: %s", dropped)
     sub_index = {t: index[t] for t in types}
     clustered = None
@@ -503,6 +503,8 @@ def annotate(
             kept.update(tree_set.ancestors(t))
         tree_types = [t for t in tree_set.types if t in kept]
         tree_dropped = [t for t in tree_set.types if t not in kept]
+        if tree_dropped:
+            logger.info("annotate: types none of whose markers are in the data are not used: %s", tree_dropped)
         if not tree_types:
             msg = f"no type of {tree_set.name} has enough markers among the features of {data_mods}."
             raise InputError(msg)
