@@ -248,6 +248,44 @@ def _impute_by_expression(
     return int(todo.size)
 
 
+#: linked features needed before expression helps the one-to-one matching of the cell routes
+_MIN_MATCH_LINKS = 3
+
+
+def _linked_similarity(
+    ref: AnnData, other: AnnData, names: tuple[str, str]
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """Pearson correlation of two cells' linked protein / gene features (as :func:`integrate_unpaired` builds them:
+    counts library-normalised then log1p, intensities log1p; each feature standardised); None with fewer than
+    :data:`_MIN_MATCH_LINKS` linked features."""
+    from spatialmultiomics.align._integrate import _log, _normalise, _standardise_columns, _unit_rows
+    from spatialmultiomics.align._links import linked_matrix, resolve_links
+
+    lf = resolve_links([str(v) for v in ref.var_names], [str(v) for v in other.var_names])
+    if len(lf) < _MIN_MATCH_LINKS:
+        return None
+    profiles = []
+    for adata, name, features in ((ref, names[0], lf.ref_features), (other, names[1], lf.other_features)):
+        counts = _kind_of(adata, name) == "counts"
+        N = _normalise(adata.X, counts)
+        L = np.log1p(np.maximum(linked_matrix(N, features), 0.0)) if counts else linked_matrix(_log(N), features)
+        profiles.append(L)
+    (Lr, okr), (Lo, oko) = _standardise_columns(profiles[0]), _standardise_columns(profiles[1])
+    used = okr & oko
+    if used.sum() < _MIN_MATCH_LINKS:
+        return None
+    Ur, Uo = _unit_rows(Lr[:, used]), _unit_rows(Lo[:, used])
+
+    def similarity(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        out = np.empty(i.size, dtype=np.float64)
+        for start in range(0, i.size, 1 << 20):
+            stop = start + (1 << 20)
+            out[start:stop] = np.einsum("ij,ij->i", Ur[i[start:stop]], Uo[j[start:stop]])
+        return out
+
+    return similarity
+
+
 def _cell_link(
     ref_xy: np.ndarray,
     other_xy: np.ndarray,
@@ -263,10 +301,12 @@ def _cell_link(
     ref_embedding: Callable[[], np.ndarray],
     max_impute: float,
     n_jobs: int,
+    similarity: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> _Link:
-    """Match cells one to one (other already in the reference frame), then impute or leave the rest."""
+    """Match cells one to one (other already in the reference frame), then impute or leave the rest; with
+    ``similarity`` (linked features) neighbours the positions cannot tell apart are resolved by expression."""
     n_ref, n_other = ref_xy.shape[0], other_xy.shape[0]
-    m = match_cells(ref_xy, other_xy, match_radius=match_radius, method=method, n_jobs=n_jobs)
+    m = match_cells(ref_xy, other_xy, match_radius=match_radius, method=method, n_jobs=n_jobs, similarity=similarity)
     status = np.full(n_ref, "", dtype=object)
     distance = np.full(n_ref, np.nan)
     source = np.full(n_ref, -1, dtype=np.int64)
@@ -303,6 +343,9 @@ def _cell_link(
         "n_reference_unmatched": int(n_ref - m.n_matched - n_imputed),
         "n_other_unmatched": int(n_other - m.n_matched),
         "median_match_distance_um": float(np.median(m.distance)) if m.n_matched else float("nan"),
+        "matched_on": "positions and linked features"
+        if similarity is not None and method == "optimal"
+        else "positions",
     }
     weights = sp.csr_matrix((v, (r, c)), shape=(n_ref, n_other))
     return _Link(route, reason, weights, source, status, distance, transform, registration, counts=counts)
@@ -751,6 +794,7 @@ def _link_one(
             ref_embedding=lambda: _embed(ref.X, counts=_kind_of(ref, reference) == "counts", seed=seed),
             max_impute=cell_impute,
             n_jobs=n_jobs,
+            similarity=_linked_similarity(ref, other, (reference, name)) if method == "optimal" else None,
         )
         link.radius = chosen
         link.warp = warped

@@ -43,6 +43,7 @@ and the reason is reported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -201,6 +202,66 @@ def _optimal(a: np.ndarray, b: np.ndarray, radius: float, workers: int) -> tuple
     return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_d)
 
 
+#: the auto radius is this many jitter sigmas (per axis): :func:`estimate_match_radius`'s Rayleigh rule
+_RADIUS_SIGMAS = 3.72
+_MIN_CONFIDENT = 30
+
+
+def _scored_optimal(
+    a: np.ndarray,
+    b: np.ndarray,
+    radius: float,
+    similarity: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    positional: tuple[np.ndarray, np.ndarray, np.ndarray],
+    workers: int,
+) -> tuple[np.ndarray, ...]:
+    """The optimal assignment on position and expression together, as log-likelihoods.
+
+    The cost of a candidate pair is ``d^2 / (2 sigma^2) - LLR(s)``: the Gaussian jitter of a true pair's positions
+    (sigma = radius / 3.72, the rule of the auto radius) minus the log-likelihood ratio of its expression
+    similarity ``s`` being a partner's rather than a neighbour's; leaving a cell without a partner costs the same as
+    a pair at the radius. The two similarity distributions are fitted as Gaussians on the data itself: partners =
+    the pairs the positions alone match within one sigma, neighbours = every other candidate pair. When expression
+    does not separate them (partners not more alike than neighbours, or too few confident pairs) the positional
+    result is returned unchanged.
+    """
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+    from scipy.spatial import cKDTree
+
+    na, nb = a.shape[0], b.shape[0]
+    pairs = cKDTree(a).sparse_distance_matrix(cKDTree(b), radius, output_type="coo_matrix")
+    rows, cols, dist = pairs.row.astype(np.int64), pairs.col.astype(np.int64), pairs.data
+    sim = np.asarray(similarity(rows, cols), dtype=np.float64)
+    sigma = radius / _RADIUS_SIGMAS
+    pa, pb, _ = positional
+    key = rows * nb + cols
+    matched = np.isin(key, pa.astype(np.int64) * nb + pb)
+    confident = matched & (dist < sigma) & np.isfinite(sim)
+    other = ~matched & np.isfinite(sim)
+    if confident.sum() < _MIN_CONFIDENT or other.sum() < _MIN_CONFIDENT:
+        return positional
+    mu1, s1 = float(sim[confident].mean()), float(sim[confident].std()) + 1e-6
+    mu0, s0 = float(sim[other].mean()), float(sim[other].std()) + 1e-6
+    if mu1 <= mu0:
+        return positional
+    sim = np.where(np.isfinite(sim), sim, mu0)
+    llr = (-0.5 * ((sim - mu1) / s1) ** 2 - np.log(s1)) + 0.5 * ((sim - mu0) / s0) ** 2 + np.log(s0)
+    cost = dist**2 / (2.0 * sigma**2) - llr
+    alone = radius**2 / (2.0 * sigma**2)
+    shift = max(0.0, -float(cost.min())) + 1e-6  # all costs > 0; a pair vs two lone cells keeps its balance
+    m = rows.size
+    r_idx = np.concatenate([rows, np.arange(na), na + cols, na + np.arange(nb)])
+    c_idx = np.concatenate([cols, nb + np.arange(na), nb + rows, np.arange(nb)])
+    vals = np.concatenate(
+        [cost + shift, np.full(na, alone + shift / 2), np.full(m, 1e-9), np.full(nb, alone + shift / 2)]
+    )
+    graph = sp.csr_matrix((vals, (r_idx, c_idx)), shape=(na + nb, nb + na))
+    row_ind, col_ind = min_weight_full_bipartite_matching(graph)
+    sel = (row_ind < na) & (col_ind < nb)
+    ai, bi = row_ind[sel].astype(np.int64), col_ind[sel].astype(np.int64)
+    return ai, bi, np.linalg.norm(a[ai] - b[bi], axis=1)
+
+
 def match_cells(
     a_coords: Any,
     b_coords: Any,
@@ -209,6 +270,7 @@ def match_cells(
     method: str = "mutual",
     n_rounds: int = 3,
     n_jobs: int = 1,
+    similarity: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> MatchResult:
     """Match cells of two modalities one to one: each pair closer than ``match_radius`` µm, no cell used twice.
 
@@ -226,6 +288,11 @@ def match_cells(
         Rounds of mutual-nearest-neighbour matching (``'mutual'`` only); 1 is the classical single pass.
     n_jobs
         Threads for the KD-tree queries (-1: all cores). The result does not depend on it.
+    similarity
+        ``'optimal'`` only: a function of candidate pairs (index arrays into ``a`` and ``b``) returning how alike
+        the two cells' expression is (e.g. the correlation of linked protein / gene features). Neighbours that the
+        positions alone cannot tell apart are then resolved by expression (:func:`_scored_optimal`); the weight
+        of the expression is learnt from the data and is zero when it does not separate partners from neighbours.
 
     Returns
     -------
@@ -250,6 +317,8 @@ def match_cells(
         ai, bi, d = _mutual(a, b, radius, n_rounds, workers)
     else:
         ai, bi, d = _optimal(a, b, radius, workers)
+        if similarity is not None and ai.size:
+            ai, bi, d = _scored_optimal(a, b, radius, similarity, (ai, bi, d), workers)
     order = np.argsort(ai, kind="stable")
     return MatchResult(ai[order].astype(np.int64), bi[order].astype(np.int64), d[order], a.shape[0], b.shape[0])
 
