@@ -556,11 +556,11 @@ def align(
     spot_diameter
         Spot footprint diameter in µm (Visium: 55).
     n_neighbors
-        Cells averaged per reference observation in the adjacent-section transfer (matches by expression, or
-        nearest cells when the panels share no linked feature).
+        Cells of the other modality averaged per reference observation in the adjacent-section route (its
+        matches by expression).
     max_impute_distance
-        Largest distance (µm) for imputation and transfer; default ``5 * match_radius`` for cells (the adjacent
-        transfer uses twice that) and one spot spacing (100 µm) for spots.
+        Largest distance (µm) for imputation with ``impute='nearest'``; default ``5 * match_radius`` for cells and
+        one spot spacing (100 µm) for spots.
     seed
         Seed for the subsampling inside the registration of very large clouds.
     n_jobs
