@@ -248,17 +248,29 @@ def _scored_optimal(
     llr = (-0.5 * ((sim - mu1) / s1) ** 2 - np.log(s1)) + 0.5 * ((sim - mu0) / s0) ** 2 + np.log(s0)
     cost = dist**2 / (2.0 * sigma**2) - llr
     alone = radius**2 / (2.0 * sigma**2)
-    shift = max(0.0, -float(cost.min())) + 1e-6  # all costs > 0; a pair vs two lone cells keeps its balance
-    m = rows.size
-    r_idx = np.concatenate([rows, np.arange(na), na + cols, na + np.arange(nb)])
-    c_idx = np.concatenate([cols, nb + np.arange(na), nb + rows, np.arange(nb)])
-    vals = np.concatenate(
-        [cost + shift, np.full(na, alone + shift / 2), np.full(m, 1e-9), np.full(nb, alone + shift / 2)]
-    )
-    graph = sp.csr_matrix((vals, (r_idx, c_idx)), shape=(na + nb, nb + na))
-    row_ind, col_ind = min_weight_full_bipartite_matching(graph)
-    sel = (row_ind < na) & (col_ind < nb)
-    ai, bi = row_ind[sel].astype(np.int64), col_ind[sel].astype(np.int64)
+    # each other's only candidate and worth pairing: matched for sure, as in the positional solver
+    deg_a, deg_b = np.bincount(rows, minlength=na), np.bincount(cols, minlength=nb)
+    lone = (deg_a[rows] == 1) & (deg_b[cols] == 1)
+    sure = lone & (cost < 2.0 * alone)
+    out_a, out_b = [rows[sure]], [cols[sure]]
+    rest = ~lone
+    rows, cols, cost = rows[rest], cols[rest], cost[rest]
+    if rows.size:
+        ua, ra = np.unique(rows, return_inverse=True)
+        ub, rb = np.unique(cols, return_inverse=True)
+        ma, mb, m = ua.size, ub.size, rows.size
+        shift = max(0.0, -float(cost.min())) + 1e-6  # all costs > 0; a pair vs two lone cells keeps its balance
+        r_idx = np.concatenate([ra, np.arange(ma), ma + rb, ma + np.arange(mb)])
+        c_idx = np.concatenate([rb, mb + np.arange(ma), mb + ra, np.arange(mb)])
+        vals = np.concatenate(
+            [cost + shift, np.full(ma, alone + shift / 2), np.full(m, 1e-9), np.full(mb, alone + shift / 2)]
+        )
+        graph = sp.csr_matrix((vals, (r_idx, c_idx)), shape=(ma + mb, mb + ma))
+        row_ind, col_ind = min_weight_full_bipartite_matching(graph)
+        sel = (row_ind < ma) & (col_ind < mb)
+        out_a.append(ua[row_ind[sel]])
+        out_b.append(ub[col_ind[sel]])
+    ai, bi = np.concatenate(out_a).astype(np.int64), np.concatenate(out_b).astype(np.int64)
     return ai, bi, np.linalg.norm(a[ai] - b[bi], axis=1)
 
 
