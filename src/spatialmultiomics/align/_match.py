@@ -153,7 +153,6 @@ def _mutual(a: np.ndarray, b: np.ndarray, radius: float, n_rounds: int, workers:
 
 def _optimal(a: np.ndarray, b: np.ndarray, radius: float, workers: int) -> tuple[np.ndarray, ...]:
     """Minimum-cost assignment on the sparse candidate graph (cost = distance, no partner = ``radius``)."""
-    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
     from scipy.spatial import cKDTree
 
     na, nb = a.shape[0], b.shape[0]
@@ -176,30 +175,49 @@ def _optimal(a: np.ndarray, b: np.ndarray, radius: float, workers: int) -> tuple
         cols = j[ok].astype(np.int64)
     if rows.size == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
-    dist = np.linalg.norm(a[rows] - b[cols], axis=1)
+    eps = 1e-9
+    pa, pb = _assign(rows, cols, np.linalg.norm(a[rows] - b[cols], axis=1) + eps, radius, na, nb, eps=eps)
+    return pa, pb, np.linalg.norm(a[pa] - b[pb], axis=1)
+
+
+def _assign(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    cost: np.ndarray,
+    alone: float,
+    na: int,
+    nb: int,
+    *,
+    eps: float = 1e-9,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The minimum-cost one-to-one pairs of a sparse candidate graph (edge ``rows[i] - cols[i]`` costs
+    ``cost[i] > 0``; a cell left without a partner costs ``alone``).
+
+    Pairs that are each other's only candidate are taken directly when pairing is cheaper than leaving both alone;
+    the rest is solved exactly by :func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching` on the augmented
+    square matrix ``[[C, diag(alone)], [diag(alone), C.T-pattern * eps]]``, which always has a full matching.
+    """
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
     deg_a = np.bincount(rows, minlength=na)
     deg_b = np.bincount(cols, minlength=nb)
-    lone = (deg_a[rows] == 1) & (deg_b[cols] == 1)  # each other's only candidate: matched for sure
-    out_a, out_b, out_d = [rows[lone]], [cols[lone]], [dist[lone]]
-    rows, cols, dist = rows[~lone], cols[~lone], dist[~lone]
+    lone = (deg_a[rows] == 1) & (deg_b[cols] == 1)  # each other's only candidate
+    sure = lone & (cost < 2.0 * alone)
+    out_a, out_b = [rows[sure]], [cols[sure]]
+    rows, cols, cost = rows[~lone], cols[~lone], cost[~lone]
     if rows.size:
         ua, ra = np.unique(rows, return_inverse=True)
         ub, rb = np.unique(cols, return_inverse=True)
         ma, mb, m = ua.size, ub.size, rows.size
-        eps = 1e-9
-        # augmented square matrix: [[D, diag(r)], [diag(r), D.T-pattern * eps]] always has a full matching
         r_idx = np.concatenate([ra, np.arange(ma), ma + np.arange(mb), ma + rb])
         c_idx = np.concatenate([rb, mb + np.arange(ma), np.arange(mb), mb + ra])
-        vals = np.concatenate([dist + eps, np.full(ma, radius), np.full(mb, radius), np.full(m, eps)])
-        n = ma + mb
-        graph = sp.csr_matrix((vals, (r_idx, c_idx)), shape=(n, n))
+        vals = np.concatenate([cost, np.full(ma, alone), np.full(mb, alone), np.full(m, eps)])
+        graph = sp.csr_matrix((vals, (r_idx, c_idx)), shape=(ma + mb, ma + mb))
         row_ind, col_ind = min_weight_full_bipartite_matching(graph)
         sel = (row_ind < ma) & (col_ind < mb)
-        pa, pb = ua[row_ind[sel]], ub[col_ind[sel]]
-        out_a.append(pa)
-        out_b.append(pb)
-        out_d.append(np.linalg.norm(a[pa] - b[pb], axis=1))
-    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_d)
+        out_a.append(ua[row_ind[sel]])
+        out_b.append(ub[col_ind[sel]])
+    return np.concatenate(out_a).astype(np.int64), np.concatenate(out_b).astype(np.int64)
 
 
 #: the auto radius is this many jitter sigmas (per axis): :func:`estimate_match_radius`'s Rayleigh rule
@@ -225,7 +243,6 @@ def _scored_optimal(
     does not separate them (partners not more alike than neighbours, or too few confident pairs) the positional
     result is returned unchanged.
     """
-    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
     from scipy.spatial import cKDTree
 
     na, nb = a.shape[0], b.shape[0]
@@ -248,29 +265,8 @@ def _scored_optimal(
     llr = (-0.5 * ((sim - mu1) / s1) ** 2 - np.log(s1)) + 0.5 * ((sim - mu0) / s0) ** 2 + np.log(s0)
     cost = dist**2 / (2.0 * sigma**2) - llr
     alone = radius**2 / (2.0 * sigma**2)
-    # each other's only candidate and worth pairing: matched for sure, as in the positional solver
-    deg_a, deg_b = np.bincount(rows, minlength=na), np.bincount(cols, minlength=nb)
-    lone = (deg_a[rows] == 1) & (deg_b[cols] == 1)
-    sure = lone & (cost < 2.0 * alone)
-    out_a, out_b = [rows[sure]], [cols[sure]]
-    rest = ~lone
-    rows, cols, cost = rows[rest], cols[rest], cost[rest]
-    if rows.size:
-        ua, ra = np.unique(rows, return_inverse=True)
-        ub, rb = np.unique(cols, return_inverse=True)
-        ma, mb, m = ua.size, ub.size, rows.size
-        shift = max(0.0, -float(cost.min())) + 1e-6  # all costs > 0; a pair vs two lone cells keeps its balance
-        r_idx = np.concatenate([ra, np.arange(ma), ma + rb, ma + np.arange(mb)])
-        c_idx = np.concatenate([rb, mb + np.arange(ma), mb + ra, np.arange(mb)])
-        vals = np.concatenate(
-            [cost + shift, np.full(ma, alone + shift / 2), np.full(m, 1e-9), np.full(mb, alone + shift / 2)]
-        )
-        graph = sp.csr_matrix((vals, (r_idx, c_idx)), shape=(ma + mb, mb + ma))
-        row_ind, col_ind = min_weight_full_bipartite_matching(graph)
-        sel = (row_ind < ma) & (col_ind < mb)
-        out_a.append(ua[row_ind[sel]])
-        out_b.append(ub[col_ind[sel]])
-    ai, bi = np.concatenate(out_a).astype(np.int64), np.concatenate(out_b).astype(np.int64)
+    shift = max(0.0, -float(cost.min())) + 1e-6  # all costs > 0; a pair vs two lone cells keeps its balance
+    ai, bi = _assign(rows, cols, cost + shift, alone + shift / 2, na, nb)
     return ai, bi, np.linalg.norm(a[ai] - b[bi], axis=1)
 
 
