@@ -31,6 +31,7 @@ class Keys:
     FACTOR = "nmf_factor"  # obs: index of the dominant factor
     CLUSTER = "annotation_cluster"  # obs: cluster of annotate(method='cluster') (categorical)
     OVERRIDDEN = "cell_type_overridden"  # obs: bool, the cell's own markers overrode its cluster's name
+    CELL_TYPE_FROM = "cell_type_from"  # obs: modalities a cell's type was read from ('joint', or e.g. 'rna')
     NMF = "X_nmf"  # obsm: (n_obs, k) cell loadings W
     NMF_LOADINGS = "nmf_loadings"  # varm of each modality: (n_features, k) = H_b.T
     NMF_UNS = "nmf"  # uns: params, loss, factor annotation table

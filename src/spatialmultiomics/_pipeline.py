@@ -426,6 +426,8 @@ def run_pipeline(
             factorize.store_k_selection(mdata, selection)
         t = done("factorize", t)
         annotate.annotate(mdata, markers=markers, method=annotation_method, seed=seed)
+        # reference cells whose partner profile was imputed: typed from what was measured, by the matched cells
+        annotate.type_unpaired(mdata, seed=seed, n_jobs=engine.nmf_threads)
         _type_apart(  # modalities set apart by the alignment (route 'separate'): typed on their own cells
             mdata,
             mods,

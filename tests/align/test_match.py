@@ -187,3 +187,30 @@ def test_expression_resolves_neighbours_that_positions_cannot(jittered_grid) -> 
         a, b, match_radius=radius, method="optimal", similarity=lambda i, j: np.einsum("ij,ij->i", na[i], nb[j])
     )
     assert abs(precision(blind) - precision(alone)) < 0.01
+
+
+def test_pair_confidence_matches_the_brute_force_posterior() -> None:
+    from spatialmultiomics.align._match import pair_confidence
+
+    rng = np.random.default_rng(3)
+    na, nb = 7, 6
+    rows = np.array([0, 0, 1, 2, 2, 2, 3, 4, 5, 6], dtype=np.int64)
+    cols = np.array([0, 1, 1, 2, 3, 4, 3, 5, 5, 0], dtype=np.int64)
+    cost = rng.uniform(0.0, 6.0, rows.size)
+    alone = 3.0
+    ai, bi = np.array([0, 2, 3, 5]), np.array([1, 4, 3, 5])
+    got = pair_confidence(rows, cols, cost, alone, ai, bi, na, nb)
+    for n, (i, j) in enumerate(zip(ai, bi, strict=True)):
+        c = cost[(rows == i) & (cols == j)][0]
+        from_a = np.exp(-c) / (np.exp(-alone) + np.exp(-cost[rows == i]).sum())
+        from_b = np.exp(-c) / (np.exp(-alone) + np.exp(-cost[cols == j]).sum())
+        assert got[n] == pytest.approx(min(from_a, from_b), rel=1e-9)
+
+
+def test_match_confidence_is_low_for_neighbours_positions_cannot_tell_apart() -> None:
+    a = np.array([[0.0, 0.0], [100.0, 0.0], [101.0, 0.0]])
+    b = np.array([[0.2, 0.0], [100.5, 0.0], [100.5, 0.1]])
+    m = match_cells(a, b, match_radius=5.0, method="optimal")
+    conf = dict(zip(m.a_index.tolist(), m.confidence.tolist(), strict=True))
+    assert conf[0] > 0.99  # alone with its partner
+    assert conf[1] < 0.5 and conf[2] < 0.5  # two cells, two partners, all about equally close

@@ -117,6 +117,7 @@ class _Link:
     counts: dict[str, Any] = field(default_factory=dict)
     radius: dict[str, Any] = field(default_factory=dict)  # how the match radius was chosen (cell routes)
     warp: dict[str, Any] | None = None  # the non-rigid refinement (cell routes)
+    confidence: np.ndarray | None = None  # (n_ref,) posterior of a matched cell's pair (NaN: not matched)
 
 
 def _one_hot(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -312,6 +313,9 @@ def _cell_link(
     source = np.full(n_ref, -1, dtype=np.int64)
     status[m.a_index] = "matched"
     distance[m.a_index] = m.distance
+    confidence = np.full(n_ref, np.nan)
+    if m.confidence is not None:
+        confidence[m.a_index] = m.confidence
     source[m.a_index] = m.b_index
     rows, cols = [m.a_index], [m.b_index]
     vals = [np.ones(m.n_matched)]
@@ -348,7 +352,9 @@ def _cell_link(
         else "positions",
     }
     weights = sp.csr_matrix((v, (r, c)), shape=(n_ref, n_other))
-    return _Link(route, reason, weights, source, status, distance, transform, registration, counts=counts)
+    return _Link(
+        route, reason, weights, source, status, distance, transform, registration, counts=counts, confidence=confidence
+    )
 
 
 def _spot_link(
@@ -573,7 +579,10 @@ def align(
     - ``obsm['spatial']``: reference coordinates (µm); ``obs['fov']`` from the reference when present;
     - ``obs['<mod>_id']``: id of the source cell of each other modality (the matched, imputed or nearest one),
       ``obs['<mod>_status']`` (``id``, ``matched``, ``imputed``, ``aggregated``, ``transferred``),
-      ``obs['<mod>_distance_um']`` and, for spots, ``obs['<mod>_n_cells']``;
+      ``obs['<mod>_distance_um']``, for matched cells ``obs['<mod>_match_confidence']`` (the posterior of the pair
+      against the other candidates of either cell and against no partner; below 0.5 the profile is more likely
+      another cell's, and :func:`smo.annotate.type_unpaired` types such cells like the imputed ones) and, for
+      spots, ``obs['<mod>_n_cells']``;
     - in each other modality, ``X`` (and layers) built from its source cells, ``obsm['spatial']`` the reference
       coordinates and ``obsm['spatial_source']`` the source cell's coordinates in that modality's own frame;
     - ``uns['alignment']``: route, reference, reasons, counts (matched, imputed, dropped, unused), residual (µm),
@@ -1118,6 +1127,8 @@ def _assemble(
         obs_cols[f"{name}_id"] = adata.obs_names[src].to_numpy().astype(str)
         obs_cols[f"{name}_status"] = pd.Categorical(link.status[kept].astype(str))
         obs_cols[f"{name}_distance_um"] = link.distance[kept]
+        if link.confidence is not None:
+            obs_cols[f"{name}_match_confidence"] = link.confidence[kept]
         if link.n_cells is not None:
             obs_cols[f"{name}_n_cells"] = link.n_cells[kept]
         reg = link.registration

@@ -76,6 +76,9 @@ class MatchResult(NamedTuple):
         Distance between the two cells of each pair in µm, shape (n_pairs,).
     n_a, n_b
         Number of cells on each side.
+    confidence
+        Posterior of each pair against the other candidates of either cell and against no partner, shape
+        (n_pairs,) (:func:`pair_confidence`); None for empty inputs.
     """
 
     a_index: np.ndarray
@@ -83,6 +86,7 @@ class MatchResult(NamedTuple):
     distance: np.ndarray
     n_a: int
     n_b: int
+    confidence: np.ndarray | None = None
 
     @property
     def n_matched(self) -> int:
@@ -256,18 +260,61 @@ def _scored_optimal(
     confident = matched & (dist < sigma) & np.isfinite(sim)
     other = ~matched & np.isfinite(sim)
     if confident.sum() < _MIN_CONFIDENT or other.sum() < _MIN_CONFIDENT:
-        return positional
+        return (*positional, None)
     mu1, s1 = float(sim[confident].mean()), float(sim[confident].std()) + 1e-6
     mu0, s0 = float(sim[other].mean()), float(sim[other].std()) + 1e-6
     if mu1 <= mu0:
-        return positional
+        return (*positional, None)
     sim = np.where(np.isfinite(sim), sim, mu0)
     llr = (-0.5 * ((sim - mu1) / s1) ** 2 - np.log(s1)) + 0.5 * ((sim - mu0) / s0) ** 2 + np.log(s0)
     cost = dist**2 / (2.0 * sigma**2) - llr
     alone = radius**2 / (2.0 * sigma**2)
     shift = max(0.0, -float(cost.min())) + 1e-6  # all costs > 0; a pair vs two lone cells keeps its balance
     ai, bi = _assign(rows, cols, cost + shift, alone + shift / 2, na, nb)
-    return ai, bi, np.linalg.norm(a[ai] - b[bi], axis=1)
+    conf = pair_confidence(rows, cols, cost, alone, ai, bi, na, nb)
+    return ai, bi, np.linalg.norm(a[ai] - b[bi], axis=1), conf
+
+
+def pair_confidence(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    cost: np.ndarray,
+    alone: float,
+    ai: np.ndarray,
+    bi: np.ndarray,
+    na: int,
+    nb: int,
+) -> np.ndarray:
+    """Posterior of each chosen pair ``(ai, bi)`` among the candidate pairs ``rows - cols`` with negative
+    log-likelihoods ``cost`` (a cell alone: ``alone``).
+
+    For cell ``i`` of ``a``: ``exp(-c_ij) / (exp(-alone) + sum_c exp(-c_ic))`` over its candidates ``c``; the same
+    from ``j``'s side; the smaller of the two. A local measure (it ignores the other cells' assignments): a pair
+    whose cells each have one likely candidate scores ~1, a pair of two equally likely neighbours ~0.5 or less.
+    """
+    if ai.size == 0:
+        return np.empty(0)
+    w = np.exp(np.clip(alone - cost, -50.0, 50.0))  # relative to a cell alone (weight 1)
+    zr = 1.0 + np.bincount(rows, weights=w, minlength=na)
+    zc = 1.0 + np.bincount(cols, weights=w, minlength=nb)
+    key = rows.astype(np.int64) * nb + cols
+    order = np.argsort(key, kind="stable")
+    pos = np.searchsorted(key[order], ai.astype(np.int64) * nb + bi)
+    pos = np.minimum(pos, key.size - 1)
+    found = key[order][pos] == ai.astype(np.int64) * nb + bi
+    wp = np.where(found, w[order][pos], 0.0)
+    return np.minimum(wp / zr[ai], wp / zc[bi])
+
+
+def _positional_confidence(a: np.ndarray, b: np.ndarray, ai: np.ndarray, bi: np.ndarray, radius: float) -> np.ndarray:
+    """:func:`pair_confidence` of position alone: Gaussian jitter with the auto radius's sigma."""
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(a).sparse_distance_matrix(cKDTree(b), radius, output_type="coo_matrix")
+    sigma = radius / _RADIUS_SIGMAS
+    cost = pairs.data**2 / (2.0 * sigma**2)
+    rows, cols = pairs.row.astype(np.int64), pairs.col.astype(np.int64)
+    return pair_confidence(rows, cols, cost, radius**2 / (2.0 * sigma**2), ai, bi, a.shape[0], b.shape[0])
 
 
 def match_cells(
@@ -319,6 +366,7 @@ def match_cells(
     method = check_option(method, _METHODS, name="method")
     n_rounds = check_positive_int(n_rounds, name="n_rounds")
     workers = _workers(n_jobs)
+    conf = None
     if a.shape[0] == 0 or b.shape[0] == 0:
         ai, bi, d = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
     elif method == "mutual":
@@ -326,9 +374,18 @@ def match_cells(
     else:
         ai, bi, d = _optimal(a, b, radius, workers)
         if similarity is not None and ai.size:
-            ai, bi, d = _scored_optimal(a, b, radius, similarity, (ai, bi, d), workers)
+            ai, bi, d, conf = _scored_optimal(a, b, radius, similarity, (ai, bi, d), workers)
+    if conf is None and ai.size:
+        conf = _positional_confidence(a, b, ai, bi, radius)
     order = np.argsort(ai, kind="stable")
-    return MatchResult(ai[order].astype(np.int64), bi[order].astype(np.int64), d[order], a.shape[0], b.shape[0])
+    return MatchResult(
+        ai[order].astype(np.int64),
+        bi[order].astype(np.int64),
+        d[order],
+        a.shape[0],
+        b.shape[0],
+        None if conf is None else conf[order],
+    )
 
 
 class RadiusChoice(NamedTuple):

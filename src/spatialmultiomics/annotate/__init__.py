@@ -7,6 +7,7 @@ from spatialmultiomics.annotate._markers import MarkerSet, load_markers, merge_m
 from spatialmultiomics.annotate._reference import builtin_markers
 from spatialmultiomics.annotate._score import FactorScores, paper_factor_scores
 from spatialmultiomics.annotate._spots import SpotComposition, spot_composition
+from spatialmultiomics.annotate._unpaired import type_unpaired
 
 __all__ = [
     "AnnotationResult",
@@ -19,4 +20,5 @@ __all__ = [
     "merge_markers",
     "paper_factor_scores",
     "spot_composition",
+    "type_unpaired",
 ]

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from spatialmultiomics.factorize._api import JointNMFResult, joint_nmf
+from spatialmultiomics.factorize._api import JointNMFResult, joint_nmf, project
 from spatialmultiomics.factorize._estimator import JointNMF
 from spatialmultiomics.factorize._select import KSelection, select_n_factors, store_k_selection
 
-__all__ = ["JointNMF", "JointNMFResult", "KSelection", "joint_nmf", "select_n_factors", "store_k_selection"]
+__all__ = ["JointNMF", "JointNMFResult", "KSelection", "joint_nmf", "project", "select_n_factors", "store_k_selection"]

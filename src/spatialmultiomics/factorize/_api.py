@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from mudata import MuData
 
-__all__ = ["JointNMFResult", "joint_nmf"]
+__all__ = ["JointNMFResult", "joint_nmf", "project"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -344,3 +344,86 @@ def joint_nmf(
         "loss_curve": np.asarray(model.loss_curve_, dtype=np.float64),
     }
     return None
+
+
+def project(
+    mdata: MuData,
+    modalities: Sequence[str] | str,
+    *,
+    cells: np.ndarray | None = None,
+    n_jobs: int = 1,
+) -> np.ndarray:
+    """Cell loadings from some modalities only, with the loadings of the joint factorization held fixed.
+
+    For the cells of ``mdata`` (or the rows ``cells``), solves ``min_W sum_b s_b^2 ||X_b - W H_b||_F^2`` over the
+    given modalities ``b`` alone, with the feature loadings ``H_b`` and block scales ``s_b`` that
+    :func:`joint_nmf` stored and the same matrices it used (layer, highly variable features). The result lies in the
+    joint factor space, so cells measured in fewer modalities (a reference cell whose partner in another modality
+    was imputed) can be compared with fully measured cells on the modalities both have.
+
+    Parameters
+    ----------
+    mdata
+        A MuData after :func:`joint_nmf` (``inplace=True``).
+    modalities
+        The modalities to fit on, a subset of those factorized.
+    cells
+        Integer positions of the cells to project; None: all.
+    n_jobs
+        Threads of the numba kernels.
+
+    Returns
+    -------
+    ``W``, array of shape (n_cells, n_components), float32.
+
+    Examples
+    --------
+    >>> import anndata as ad, mudata as md, numpy as np
+    >>> from spatialmultiomics.factorize import joint_nmf, project
+    >>> rng = np.random.default_rng(0)
+    >>> rna, prot = ad.AnnData(rng.random((40, 20))), ad.AnnData(rng.random((40, 4)))
+    >>> rna.var_names = [f"gene{i}" for i in range(20)]
+    >>> prot.var_names, prot.obs_names = [f"protein{i}" for i in range(4)], rna.obs_names
+    >>> with md.set_options(pull_on_update=False):
+    ...     mdata = md.MuData({"rna": rna, "protein": prot})
+    >>> joint_nmf(mdata, n_components=3, max_iter=1000)
+    >>> project(mdata, "rna", cells=np.arange(5)).shape
+    (5, 3)
+    """
+    from spatialmultiomics.factorize._estimator import fixed_loadings_nnls
+
+    info = mdata.uns.get(Keys.NMF_UNS)
+    if not isinstance(info, Mapping) or "block_scales" not in info:
+        msg = f"project needs the joint factorization: mdata.uns[{Keys.NMF_UNS!r}] is missing; run joint_nmf first."
+        raise InputError(msg)
+    fitted = [str(m) for m in info["modalities"]]
+    wanted = [modalities] if isinstance(modalities, str) else [str(m) for m in modalities]
+    unknown = [m for m in wanted if m not in fitted]
+    if not wanted or unknown:
+        msg = f"modalities {unknown or wanted!r}: project takes a non-empty subset of the factorized {fitted!r}."
+        raise InputError(msg)
+    params = info.get("params", {})
+    layer = params.get("layer", Keys.PREPROCESSED)
+    use_hvg = bool(params.get("use_highly_variable", True))
+    scales = dict(zip(fitted, np.asarray(info["block_scales"], dtype=np.float64), strict=True))
+    rows = None if cells is None else np.asarray(cells, dtype=np.int64)
+    Xs, Hs = [], []
+    for name in wanted:
+        X, mask = _select(mdata.mod[name], name, layer, use_hvg)
+        loadings = np.asarray(mdata.mod[name].varm[Keys.NMF_LOADINGS], dtype=np.float32)  # (n_vars, k)
+        H = np.ascontiguousarray((loadings if mask is None else loadings[mask]).T)
+        if rows is not None:
+            X = X[rows]
+        X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.ascontiguousarray(X, dtype=np.float32)
+        Xs.append(X)
+        Hs.append(H)
+    return fixed_loadings_nnls(
+        Xs,
+        Hs,
+        [scales[m] for m in wanted],
+        solver="hals",
+        max_iter=int(params.get("max_iter", 400) or 400),
+        tol=float(params.get("tol", DEFAULT_TOL) or DEFAULT_TOL),
+        n_threads=n_jobs,
+        caller="project",
+    )

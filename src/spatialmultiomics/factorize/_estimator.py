@@ -433,24 +433,75 @@ class JointNMF(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):  # 
         if got != list(self.n_features_in_):
             msg = f"transform got blocks with {got} features but the model was fitted on {self.n_features_in_}."
             raise InputError(msg)
-        scales = np.asarray(self.block_scales_, dtype=np.float64)
-        Hs = [(H * np.float32(s)).astype(np.float32) for H, s in zip(self.components_, scales, strict=True)]
-        G = np.concatenate(Hs, axis=1)
-        data = RowData.build(Xs, scales, n_threads=self._threads())
-        # start from the clipped unconstrained least-squares solution
-        gram = (G @ G.T).astype(np.float64)
-        rhs = data.dot(G.T).astype(np.float64)  # (n, k)
-        W0 = np.maximum(np.linalg.lstsq(gram, rhs.T, rcond=None)[0].T, 0.0).astype(np.float32)
-        if solver == "mu":  # multiplicative updates cannot move an exact zero
-            positive = W0[W0 > 0]
-            W0 = np.maximum(W0, np.float32(0.01 * (positive.mean() if positive.size else 1.0)))
-        W, _, _, _, converged = SOLVERS[solver](
-            Xs, scales, W0, Hs, max_iter=max_iter, tol=tol, update_H=False, verbose=bool(self.verbose), data=data
+        return fixed_loadings_nnls(
+            Xs,
+            self.components_,
+            self.block_scales_,
+            solver=solver,
+            max_iter=max_iter,
+            tol=tol,
+            n_threads=self._threads(),
+            verbose=bool(self.verbose),
+            caller="JointNMF.transform",
         )
-        if not converged:
-            msg = (
-                f"JointNMF.transform ({solver}) stopped at max_iter={max_iter} before the stopping rule was met "
-                f"(tol={tol}); raise max_iter."
-            )
-            warn(msg, ConvergenceWarning, stacklevel=3)
-        return W
+
+
+def fixed_loadings_nnls(
+    Xs: Sequence[Any],
+    components: Sequence[np.ndarray],
+    block_scales: Any,
+    *,
+    solver: str = "hals",
+    max_iter: int = 400,
+    tol: float = DEFAULT_TOL,
+    n_threads: int = 1,
+    verbose: bool = False,
+    caller: str = "fixed_loadings_nnls",
+) -> np.ndarray:
+    """Cell loadings ``W`` minimising ``sum_b s_b^2 ||X_b - W H_b||_F^2`` with the feature loadings ``H_b`` fixed.
+
+    The solve behind :meth:`JointNMF.transform` and :func:`smo.factorize.project`: started from the clipped
+    unconstrained least-squares solution, then the solver's updates of ``W`` alone.
+
+    Parameters
+    ----------
+    Xs
+        The blocks ``X_b`` (validated by the caller), each (n_cells, n_features_b).
+    components
+        ``H_b`` of each block, (k, n_features_b), in the block's own units.
+    block_scales
+        ``s_b`` of each block.
+    solver, max_iter, tol
+        As :class:`JointNMF`.
+    n_threads
+        Threads of the numba kernels.
+    verbose
+        Print the solver's progress.
+    caller
+        Name in the warning when the stopping rule is not met within ``max_iter``.
+
+    Returns
+    -------
+    ``W``, array of shape (n_cells, k), float32.
+    """
+    scales = np.asarray(block_scales, dtype=np.float64)
+    Hs = [
+        (np.asarray(H, dtype=np.float32) * np.float32(s)).astype(np.float32)
+        for H, s in zip(components, scales, strict=True)
+    ]
+    G = np.concatenate(Hs, axis=1)
+    data = RowData.build(list(Xs), scales, n_threads=n_threads)
+    # start from the clipped unconstrained least-squares solution
+    gram = (G @ G.T).astype(np.float64)
+    rhs = data.dot(G.T).astype(np.float64)  # (n, k)
+    W0 = np.maximum(np.linalg.lstsq(gram, rhs.T, rcond=None)[0].T, 0.0).astype(np.float32)
+    if solver == "mu":  # multiplicative updates cannot move an exact zero
+        positive = W0[W0 > 0]
+        W0 = np.maximum(W0, np.float32(0.01 * (positive.mean() if positive.size else 1.0)))
+    W, _, _, _, converged = SOLVERS[solver](
+        list(Xs), scales, W0, Hs, max_iter=max_iter, tol=tol, update_H=False, verbose=verbose, data=data
+    )
+    if not converged:
+        msg = f"{caller} ({solver}) stopped at max_iter={max_iter} before the stopping rule was met (tol={tol}); raise max_iter."
+        warn(msg, ConvergenceWarning, stacklevel=3)
+    return W

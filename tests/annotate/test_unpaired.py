@@ -1,0 +1,67 @@
+"""type_unpaired: cells whose partner profile is not their own are typed from the modalities they were measured in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import spatialmultiomics as smo
+from spatialmultiomics._keys import Keys
+from spatialmultiomics._mudata import mudata_options
+
+
+@pytest.fixture(scope="module")
+def corrupted():
+    """Synthetic tissue where 12 % of the cells carry the protein profile of a cell of another type (as an imputed
+    or wrongly matched profile would), half flagged 'imputed', half 'matched' with a low pair confidence."""
+    mdata = smo.datasets.synthetic_tissue(n_cells=2000, seed=1)
+    truth = mdata.obs["true_cell_type"].astype(str).to_numpy()
+    rng = np.random.default_rng(0)
+    bad = np.sort(rng.choice(mdata.n_obs, 240, replace=False))
+    donors = np.array([rng.choice(np.flatnonzero(truth != truth[i])) for i in bad])
+    X = np.asarray(mdata["protein"].X).copy()
+    X[bad] = X[donors]
+    mdata["protein"].X = X
+    status = np.full(mdata.n_obs, "matched", dtype=object)
+    status[bad[::2]] = "imputed"
+    confidence = rng.uniform(0.6, 1.0, mdata.n_obs)
+    confidence[bad[1::2]] = 0.2
+    confidence[bad[::2]] = np.nan
+    mdata.obs["protein_status"] = pd.Categorical(status)
+    mdata.obs["protein_match_confidence"] = confidence
+    smo.pp.preprocess(mdata)
+    smo.factorize.joint_nmf(mdata, n_components=14, seed=0)
+    smo.annotate.annotate(mdata, markers=mdata.uns["markers"], seed=0)
+    return mdata, truth, bad
+
+
+def test_cells_without_their_own_partner_get_their_type_back(corrupted) -> None:
+    mdata, truth, bad = corrupted
+    with mudata_options():
+        mdata = mdata.copy()
+    before = mdata.obs[Keys.CELL_TYPE].astype(str).to_numpy()
+    summary = smo.annotate.type_unpaired(mdata)
+    after = mdata.obs[Keys.CELL_TYPE].astype(str).to_numpy()
+    assert summary["n_cells"] == bad.size and summary["groups"]["rna"]["n_cells"] == bad.size
+    acc_before, acc_after = np.mean(before[bad] == truth[bad]), np.mean(after[bad] == truth[bad])
+    assert acc_after >= 0.9 and acc_after > acc_before + 0.1
+    others = np.setdiff1d(np.arange(mdata.n_obs), bad)
+    assert np.array_equal(after[others], before[others])  # fully measured cells keep the joint type
+    src = mdata.obs[Keys.CELL_TYPE_FROM].astype(str).to_numpy()
+    assert set(src[bad]) == {"rna"} and set(src[others]) == {"joint"}
+    conf = np.asarray(mdata.obs[Keys.CELL_TYPE_CONFIDENCE])[bad]
+    assert np.all((conf > 0) & (conf <= 1))
+
+
+def test_confident_pairs_and_runs_without_alignment_are_left_alone(corrupted) -> None:
+    mdata, _, bad = corrupted
+    with mudata_options():
+        mdata = mdata.copy()
+    before = mdata.obs[Keys.CELL_TYPE].astype(str).to_numpy()
+    summary = smo.annotate.type_unpaired(mdata, min_confidence=0.0)  # only the imputed half
+    assert summary["n_cells"] == bad[::2].size
+    after = mdata.obs[Keys.CELL_TYPE].astype(str).to_numpy()
+    assert np.array_equal(after[bad[1::2]], before[bad[1::2]])
+    del mdata.obs["protein_status"]
+    assert smo.annotate.type_unpaired(mdata) is None
