@@ -425,9 +425,11 @@ def run_pipeline(
         if selection is not None:
             factorize.store_k_selection(mdata, selection)
         t = done("factorize", t)
-        annotate.annotate(mdata, markers=markers, method=annotation_method, seed=seed)
-        # reference cells whose partner profile was imputed: typed from what was measured, by the matched cells
-        annotate.type_unpaired(mdata, seed=seed, n_jobs=engine.nmf_threads)
+        # types learnt from the cells measured in every modality; cells whose partner profile was imputed or is
+        # doubtful are typed from what was measured, by the fully measured cells alike
+        annotate.annotate_measured(
+            mdata, markers=markers, method=annotation_method, seed=seed, n_jobs=engine.nmf_threads
+        )
         _type_apart(  # modalities set apart by the alignment (route 'separate'): typed on their own cells
             mdata,
             mods,

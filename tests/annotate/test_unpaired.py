@@ -65,3 +65,30 @@ def test_confident_pairs_and_runs_without_alignment_are_left_alone(corrupted) ->
     assert np.array_equal(after[bad[1::2]], before[bad[1::2]])
     del mdata.obs["protein_status"]
     assert smo.annotate.type_unpaired(mdata) is None
+
+
+def test_annotate_measured_learns_the_types_from_the_fully_measured_cells_only(corrupted) -> None:
+    mdata, truth, bad = corrupted
+    with mudata_options():
+        mdata = mdata.copy()
+        own = np.setdiff1d(np.arange(mdata.n_obs), bad)
+        alone = mdata[own].copy()
+    markers = mdata.uns["markers"]
+    smo.annotate.annotate(alone, markers=markers, seed=0)
+    summary = smo.annotate.annotate_measured(mdata, markers=markers, seed=0)
+    labels = mdata.obs[Keys.CELL_TYPE].astype(str).to_numpy()
+    # the fully measured cells are typed exactly as a run on them alone; the others by their vote
+    assert np.array_equal(labels[own], alone.obs[Keys.CELL_TYPE].astype(str).to_numpy())
+    assert summary["n_cells"] == bad.size and np.mean(labels[bad] == truth[bad]) >= 0.9
+    assert (
+        mdata.obs[Keys.CLUSTER].isna().to_numpy()[bad].all() and mdata.obs[Keys.CLUSTER].notna().to_numpy()[own].all()
+    )
+    # nothing imputed or doubtful: the same as annotate
+    del mdata.obs["protein_status"]
+    assert smo.annotate.annotate_measured(mdata, markers=markers, seed=0) is None
+    with mudata_options():
+        ref = mdata.copy()
+    smo.annotate.annotate(ref, markers=markers, seed=0)
+    assert np.array_equal(
+        mdata.obs[Keys.CELL_TYPE].astype(str).to_numpy(), ref.obs[Keys.CELL_TYPE].astype(str).to_numpy()
+    )

@@ -7,7 +7,7 @@ from spatialmultiomics.annotate._markers import MarkerSet, load_markers, merge_m
 from spatialmultiomics.annotate._reference import builtin_markers
 from spatialmultiomics.annotate._score import FactorScores, paper_factor_scores
 from spatialmultiomics.annotate._spots import SpotComposition, spot_composition
-from spatialmultiomics.annotate._unpaired import type_unpaired
+from spatialmultiomics.annotate._unpaired import annotate_measured, type_unpaired
 
 __all__ = [
     "AnnotationResult",
@@ -15,6 +15,7 @@ __all__ = [
     "MarkerSet",
     "SpotComposition",
     "annotate",
+    "annotate_measured",
     "builtin_markers",
     "load_markers",
     "merge_markers",
