@@ -275,6 +275,23 @@ def test_preprocess_records_the_transform_of_every_modality(tmp_path: Path) -> N
     np.testing.assert_allclose(back["codex"].var[Keys.ARCSINH_COFACTOR], mdata["codex"].var[Keys.ARCSINH_COFACTOR])
 
 
+def test_imputed_rows_do_not_turn_antibody_counts_into_fluorescence() -> None:
+    # the alignment imputes a missing cell's ADT as the mean of 10 alike cells: not whole numbers
+    counts = _counts(5)
+    adt = _modality(counts, "generic")
+    imputed = np.arange(adt.n_obs) % 10 == 0
+    X = np.asarray(adt.X, dtype=np.float32).copy()
+    X[imputed] = counts[np.flatnonzero(~imputed)[:10]].mean(axis=0) + 0.1
+    adt.X = X
+    adt.obs_names = [f"c{i}" for i in range(adt.n_obs)]
+    mdata = md.MuData({"adt": adt})
+    preprocess(mdata)  # nothing says those rows are imputed: the values are not counts
+    assert mdata.uns["preprocess"]["intensity_transforms"]["adt"]["transform"] == "arcsinh"
+    mdata.obs["adt_status"] = np.where(imputed, "imputed", "id")
+    preprocess(mdata)  # decided on the measured rows
+    assert mdata.uns["preprocess"]["intensity_transforms"]["adt"]["transform"] == "clr"
+
+
 def test_preprocess_with_the_background_cofactor_option() -> None:
     X = _intensities(n=300)
     codex = _modality(X, "codex", ["DAPI", "CD3", "CD20"])

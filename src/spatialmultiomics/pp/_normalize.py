@@ -202,6 +202,7 @@ def scale_intensities(
     high_percentile: float = 99.0,
     layer_added: str = Keys.PREPROCESSED,
     inplace: bool = True,
+    decide_on: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Transform intensities (proteins, metabolites) and scale every channel to a comparable, non-negative range.
 
@@ -238,6 +239,10 @@ def scale_intensities(
         ``var['arcsinh_cofactor']`` (NaN for the other transforms) and the transform used, its cofactor rule and
         the reason to ``uns['intensity_transform']`` (True; :func:`apply_intensity_scaling` reuses them, see
         :func:`stored_intensity_transform`), or return the matrix.
+    decide_on
+        Rows (boolean mask or indices) the ``'auto'`` rule looks at; None: all. :func:`preprocess` passes the
+        measured rows when the alignment imputed others (means of several cells are not whole numbers, and
+        antibody counts would be taken for fluorescence).
 
     Raises
     ------
@@ -245,7 +250,7 @@ def scale_intensities(
         For an unknown ``transform`` (the message names ``protein_transform`` and the allowed values), a
         cofactor that is not positive, percentiles out of order, or negative / non-finite values.
     """
-    choice = _resolve_transform(adata, transform=transform, cofactor=cofactor)
+    choice = _resolve_transform(adata, transform=transform, cofactor=cofactor, rows=decide_on)
     if not 0 <= low_percentile < high_percentile <= 100:
         msg = f"percentiles must satisfy 0 <= low < high <= 100, got low={low_percentile}, high={high_percentile}."
         raise InputError(msg)
@@ -271,13 +276,22 @@ def scale_intensities(
     return None
 
 
-def _resolve_transform(adata: AnnData, *, transform: str, cofactor: float) -> TransformChoice:
-    """Validate the transform options and the values, then pick the modality's transform."""
+def _resolve_transform(
+    adata: AnnData, *, transform: str, cofactor: float, rows: np.ndarray | None = None
+) -> TransformChoice:
+    """Validate the transform options and the values, then pick the modality's transform (from ``rows`` only when
+    given: the measured rows when others were imputed as means of several cells, which are not whole numbers)."""
     transform = check_option(transform, PROTEIN_TRANSFORMS, name="protein_transform")
     check_positive(cofactor, name="cofactor")
     check_finite_nonnegative(adata.X, name="intensities")
     prov = adata.uns.get(Keys.PROVENANCE, {})
     platform = prov.get("platform") if isinstance(prov, Mapping) else None
-    return choose_transform(
-        adata.X, platform=str(platform or "generic").lower(), transform=transform, cofactor=cofactor
-    )
+    X = adata.X
+    if rows is not None:
+        rows = np.asarray(rows)
+        if rows.dtype == bool and rows.shape != (adata.n_obs,):
+            msg = f"decide_on must be a boolean mask of the {adata.n_obs} rows or row indices, got shape {rows.shape}."
+            raise InputError(msg)
+        if rows.size and (rows.any() if rows.dtype == bool else True):
+            X = X[rows]
+    return choose_transform(X, platform=str(platform or "generic").lower(), transform=transform, cofactor=cofactor)

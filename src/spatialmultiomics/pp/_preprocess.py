@@ -119,12 +119,19 @@ def preprocess(
                 "%s: normalised, %d of %d genes highly variable", name, int(adata.var[Keys.HVG].sum()), adata.n_vars
             )
         else:
+            status = f"{name}_status"  # the alignment's imputed rows are means of cells: decide on measured ones
+            imputed = (
+                mdata.obs[status].astype(str).to_numpy() == "imputed"
+                if status in mdata.obs.columns and len(mdata.obs) == adata.n_obs
+                else None
+            )
             scale_intensities(
                 adata,
                 transform=protein_transform,
                 cofactor=cofactor,
                 low_percentile=low_percentile,
                 high_percentile=high_percentile,
+                decide_on=~imputed if imputed is not None and imputed.any() and not imputed.all() else None,
             )
             record = adata.uns[Keys.INTENSITY_TRANSFORM]
             transforms[name] = {"transform": str(record["transform"]), "reason": str(record["reason"])}
