@@ -171,6 +171,22 @@ def test_unknown_cells_stay_in_the_graph_but_form_no_colocalization_pair(caplog)
         np.testing.assert_allclose(info[name], getattr(full, name)[pairs], err_msg=name)
 
 
+def test_markers_that_name_no_cell_are_refused_with_what_to_do() -> None:
+    import anndata as ad
+    import scipy.sparse as sp
+
+    mdata = smo.datasets.paper_benchmark(seed=0)
+    rna = mdata["rna"]
+    silent = ad.AnnData(
+        sp.hstack([sp.csr_matrix(rna.X), sp.csr_matrix((rna.n_obs, 1), dtype=np.float32)]).tocsr(),
+        obs=rna.obs.copy(),
+        obsm={Keys.SPATIAL: np.asarray(rna.obsm[Keys.SPATIAL])},
+    )
+    silent.var_names = [*rna.var_names, "SILENT"]  # a marker no cell expresses: every cell 'Unknown'
+    with pytest.raises(InputError, match=r"^annotation named no cell type: all 200 cells are 'Unknown'.*--markers"):
+        smo.run_pipeline(silent, mdata["protein"], n_factors=4, markers={"Ghosts": {"genes": ["SILENT"]}})
+
+
 def test_too_many_factors_is_caught_before_the_factorization_in_the_users_terms() -> None:
     mdata = smo.datasets.paper_benchmark(seed=0)
     # 10 protein channels, HistoneH3 is not factorized: at most 9 factors

@@ -452,6 +452,13 @@ def run_pipeline(
         if len(spot_mods) == 1:  # spots + single cells: type the cells under each spot, count them
             annotate.spot_composition(mdata, mods[spot_mods[0]], modality=spot_mods[0])
         t = done("annotate", t)
+        if (mdata.obs[Keys.CELL_TYPE].astype(str) == UNKNOWN).all():
+            msg = (
+                f"annotation named no cell type: all {mdata.n_obs:,} cells are {UNKNOWN!r}; the marker reference "
+                f"does not fit the panel ({', '.join(f'{n}: {a.n_vars} features' for n, a in mdata.mod.items())}). "
+                "Give markers that the panel measures (--markers FILE, see docs/markers.md)."
+            )
+            raise InputError(msg)
         # 'Unknown' is no call, not a cell type: its cells stay in the graph and the null, its pairs are not reported
         if not (
             engine.backend == "dask"
