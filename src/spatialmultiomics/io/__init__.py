@@ -43,6 +43,8 @@ _LAZY = {
     "write_h5mu": "spatialmultiomics.io._write",
     "read_spatialdata": "spatialmultiomics.io._spatialdata",
     "write_spatialdata": "spatialmultiomics.io._spatialdata",
+    "stream_to_zarr": "spatialmultiomics.io._stream",
+    "StreamedStore": "spatialmultiomics.io._stream",
 }
 
 __all__ = [
