@@ -64,3 +64,16 @@ def test_export_writes_a_store_spatialdata_opens(result_dir: Path, tmp_path: Pat
     for name in ("rna", "protein"):
         np.testing.assert_array_equal(np.asarray(sdata.tables[name].X), np.asarray(mdata[name].X))
         np.testing.assert_array_equal(sdata.tables[name].obsm[Keys.SPATIAL], mdata.obsm[Keys.SPATIAL])
+
+
+def test_convert_a_cell_by_gene_table_and_refuse_an_existing_store(tmp_path: Path, capsys) -> None:
+    import anndata as ad
+
+    src = tmp_path / "cell_by_gene.csv"
+    src.write_text("cell,CD3E,CD8A\nc1,3,0\nc2,0,5\nc3,1,1\n")
+    out = tmp_path / "rna.zarr"
+    assert main(["convert", str(src), "-o", str(out), "--chunk-cells", "2"]) in (None, 0)
+    assert f"{out}: 3 cells x 2 features, 4 values" in capsys.readouterr().out
+    assert ad.read_zarr(out).X.toarray().tolist() == [[3.0, 0.0], [0.0, 5.0], [1.0, 1.0]]
+    code, lines = _cli(["convert", str(src), "-o", str(out)], capsys)
+    assert code == 2 and lines[-1].endswith("the store exists; pass overwrite=True (--overwrite) to replace it.")

@@ -1,4 +1,5 @@
-"""``spatialmultiomics export``: a result written earlier, in another tool's format (SpatialData zarr)."""
+"""``spatialmultiomics export``: a result written earlier, in another tool's format (SpatialData zarr); ``convert``: a
+vendor matrix into a zarr-backed AnnData for the out-of-core route."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import click
 from spatialmultiomics._errors import InputError
 from spatialmultiomics.cli._main import _common, _setup_logging, cli
 
-__all__ = ["export"]
+__all__ = ["convert", "export"]
 
 
 @cli.command("export")
@@ -53,3 +54,35 @@ def export(result, fmt, out, radius, overwrite, quiet, debug) -> None:
         raise InputError(str(err)) from err
     if not quiet:
         click.echo(f"{fmt}: {path}")
+
+
+@cli.command("convert")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Output store, e.g. rna.zarr.")
+@click.option(
+    "--feature-type",
+    default="Gene Expression",
+    show_default=True,
+    help="10x files: the features kept ('Protein Expression' for a Xenium protein run, 'Antibody Capture').",
+)
+@click.option("--chunk-cells", type=int, default=65_536, show_default=True, help="Cells read and written at a time.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@_common
+def convert(source, out, feature_type, chunk_cells, overwrite, quiet, debug) -> None:
+    """Copy the expression matrix of SOURCE into a zarr-backed AnnData, a block of cells at a time.
+
+    SOURCE: a 10x feature-barcode HDF5 file (Xenium cell_feature_matrix.h5, Visium HD / Space Ranger / Cell Ranger
+    *_feature_bc_matrix.h5) or a cell-by-feature table (.csv / .tsv, gzipped or not; first column the cell id,
+    e.g. MERSCOPE cell_by_gene.csv). Memory stays O(chunk cells x features): for whole slides and the out-of-core
+    route of docs/scale.md.
+
+    \b
+    Example:
+      spatialmultiomics convert outs/cell_feature_matrix.h5 -o rna.zarr
+    """
+    from spatialmultiomics.io import stream_to_zarr
+
+    _setup_logging(quiet, debug)
+    store = stream_to_zarr(source, out, feature_type=feature_type, chunk_cells=chunk_cells, overwrite=overwrite)
+    if not quiet:
+        click.echo(f"{store.path}: {store.n_obs:,} cells x {store.n_vars:,} features, {store.nnz:,} values")
