@@ -61,6 +61,14 @@ def test_real_merscope_cell_by_gene_reads_back_exactly(shared_data: Path, tmp_pa
     np.testing.assert_array_equal(back.X.toarray(), table.to_numpy(dtype=np.float32))
     assert back.obs_names.tolist() == table.index.astype(str).tolist()
     assert back.var_names.tolist() == table.columns.tolist()
+    # positions from cell_metadata.csv (EntityID, center_x, center_y), in the matrix's order
+    meta = pd.read_csv(
+        src.with_name("cell_metadata.csv"), dtype={"EntityID": str}, float_precision="round_trip"
+    ).set_index("EntityID")
+    placed = stream_to_zarr(src, tmp_path / "placed.zarr", coordinates=src.with_name("cell_metadata.csv"))
+    xy = ad.read_zarr(placed.path).obsm["spatial"]
+    expected = meta.loc[table.index.astype(str), ["center_x", "center_y"]].to_numpy()
+    np.testing.assert_array_equal(xy, expected)
 
 
 def test_refusals_leave_nothing_behind(tmp_path: Path) -> None:
@@ -74,5 +82,16 @@ def test_refusals_leave_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="the store exists; pass overwrite=True"):
         stream_to_zarr(src, tmp_path / "cells.zarr")
     assert stream_to_zarr(src, tmp_path / "cells.zarr", overwrite=True).n_obs == 1
+    pos = tmp_path / "cells.csv"
+    pos.write_text("cell_id,x_centroid,y_centroid\nc1,1.5,2.5\n")
+    assert ad.read_zarr(stream_to_zarr(src, tmp_path / "p.zarr", coordinates=pos, pixel_size_um=2.0).path).obsm[
+        "spatial"
+    ].tolist() == [[3.0, 5.0]]
+    pos.write_text("cell_id,x_centroid,y_centroid\nc9,1.5,2.5\n")
+    with pytest.raises(
+        InputError, match=r"1 of 1 cells of the matrix have no row in column 'cell_id' \(e.g. \['c1'\]\)"
+    ):
+        stream_to_zarr(src, tmp_path / "q.zarr", coordinates=pos)
+    assert not (tmp_path / "q.zarr").exists()
     with pytest.raises(InputError, match=r"reads 10x HDF5 \(\.h5\) and cell-by-feature tables"):
         stream_to_zarr(tmp_path / "cells.zarr" / "zarr.json", tmp_path / "y.zarr")

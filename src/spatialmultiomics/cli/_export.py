@@ -60,6 +60,14 @@ def export(result, fmt, out, radius, overwrite, quiet, debug) -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Output store, e.g. rna.zarr.")
 @click.option(
+    "--coordinates",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Table of the cells' positions (id + x/y columns: Xenium cells.csv.gz, MERSCOPE cell_metadata.csv) "
+    "written to obsm['spatial'].",
+)
+@click.option("--pixel-size-um", type=float, default=1.0, show_default=True, help="Multiplies the coordinates.")
+@click.option(
     "--feature-type",
     default="Gene Expression",
     show_default=True,
@@ -68,7 +76,7 @@ def export(result, fmt, out, radius, overwrite, quiet, debug) -> None:
 @click.option("--chunk-cells", type=int, default=65_536, show_default=True, help="Cells read and written at a time.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 @_common
-def convert(source, out, feature_type, chunk_cells, overwrite, quiet, debug) -> None:
+def convert(source, out, coordinates, pixel_size_um, feature_type, chunk_cells, overwrite, quiet, debug) -> None:
     """Copy the expression matrix of SOURCE into a zarr-backed AnnData, a block of cells at a time.
 
     SOURCE: a 10x feature-barcode HDF5 file (Xenium cell_feature_matrix.h5, Visium HD / Space Ranger / Cell Ranger
@@ -78,11 +86,19 @@ def convert(source, out, feature_type, chunk_cells, overwrite, quiet, debug) -> 
 
     \b
     Example:
-      spatialmultiomics convert outs/cell_feature_matrix.h5 -o rna.zarr
+      spatialmultiomics convert outs/cell_feature_matrix.h5 --coordinates outs/cells.csv.gz -o rna.zarr
     """
     from spatialmultiomics.io import stream_to_zarr
 
     _setup_logging(quiet, debug)
-    store = stream_to_zarr(source, out, feature_type=feature_type, chunk_cells=chunk_cells, overwrite=overwrite)
+    store = stream_to_zarr(
+        source,
+        out,
+        coordinates=coordinates,
+        pixel_size_um=pixel_size_um,
+        feature_type=feature_type,
+        chunk_cells=chunk_cells,
+        overwrite=overwrite,
+    )
     if not quiet:
         click.echo(f"{store.path}: {store.n_obs:,} cells x {store.n_vars:,} features, {store.nnz:,} values")

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._log import logger
-from spatialmultiomics._validate import check_positive_int
+from spatialmultiomics._validate import check_positive, check_positive_int
 from spatialmultiomics.io._common import make_unique
 from spatialmultiomics.io._constants import TenxH5
 
@@ -145,7 +145,9 @@ def _table_blocks(path: Path, chunk: int) -> tuple[pd.DataFrame, Iterator[tuple[
     features = pd.DataFrame({TenxH5.FEATURE_NAME: columns[1:]})
 
     def blocks() -> Iterator[tuple[Any, np.ndarray]]:
-        with pd.read_csv(path, sep=sep, chunksize=chunk, index_col=0, dtype={columns[0]: str}) as reader:
+        with pd.read_csv(
+            path, sep=sep, chunksize=chunk, index_col=0, dtype={columns[0]: str}, float_precision="round_trip"
+        ) as reader:
             for n, frame in enumerate(reader):
                 values = frame.to_numpy()
                 if values.dtype.kind not in "iuf":
@@ -158,10 +160,45 @@ def _table_blocks(path: Path, chunk: int) -> tuple[pd.DataFrame, Iterator[tuple[
     return features, blocks()
 
 
+def _coordinates(path: Path, cells: np.ndarray, pixel_size_um: float) -> np.ndarray:
+    """The (x, y) of ``cells`` (µm) from a table with an id column and coordinate columns, in the cells' order."""
+    from spatialmultiomics.io._common import find_column, read_frame
+    from spatialmultiomics.io._table import ID_COLUMNS, X_COLUMNS, Y_COLUMNS
+
+    if not path.is_file():
+        msg = f"{path}: no such file (coordinates)."
+        raise InputError(msg)
+    frame, _ = read_frame(path, text_columns=lambda i, name: i == 0 or name.strip().lower() in ID_COLUMNS)
+    columns = [str(c) for c in frame.columns]
+    xcol, ycol = find_column(columns, X_COLUMNS), find_column(columns, Y_COLUMNS)
+    idcol = find_column(columns, ID_COLUMNS) or columns[0]
+    if xcol is None or ycol is None:
+        msg = (
+            f"{path}: no coordinate columns (x: one of {X_COLUMNS[:6]}..., y: {Y_COLUMNS[:6]}...); got {columns[:10]}."
+        )
+        raise InputError(msg)
+    ids = pd.Index(frame[idcol].astype(str).to_numpy())
+    if not ids.is_unique:
+        msg = f"{path}: column {idcol!r} repeats cell ids; each cell needs one position."
+        raise InputError(msg)
+    where = ids.get_indexer(pd.Index(cells))
+    if (where < 0).any():
+        missing = cells[where < 0]
+        msg = (
+            f"{path}: {missing.size:,} of {cells.size:,} cells of the matrix have no row in column {idcol!r} "
+            f"(e.g. {[str(c) for c in missing[:3]]})."
+        )
+        raise InputError(msg)
+    xy = np.stack([frame[xcol].to_numpy(np.float64)[where], frame[ycol].to_numpy(np.float64)[where]], axis=1)
+    return xy * float(pixel_size_um)
+
+
 def stream_to_zarr(
     source: str | os.PathLike[str],
     store: str | os.PathLike[str],
     *,
+    coordinates: str | os.PathLike[str] | None = None,
+    pixel_size_um: float = 1.0,
     feature_type: str = TenxH5.GENE_EXPRESSION,
     chunk_cells: int = 65_536,
     overwrite: bool = False,
@@ -176,6 +213,13 @@ def stream_to_zarr(
     store
         The zarr store to write (a folder ending in ``.zarr``). It is written under a temporary name and moved
         into place at the end, so an interrupted run leaves no half store.
+    coordinates
+        A table with the cells' positions, written to ``obsm['spatial']`` in the matrix's cell order: an id column
+        (``cell_id``, ``cell``, ``barcode``, ... or the first column) and x / y columns under any of the names the
+        table reader knows (``x_centroid`` / ``y_centroid`` of Xenium ``cells.csv.gz``, ``center_x`` /
+        ``center_y`` of MERSCOPE ``cell_metadata.csv``, ...). Every cell of the matrix needs a row.
+    pixel_size_um
+        Multiplies the coordinates (1: they are in µm already).
     feature_type
         10x files: the features kept (``'Gene Expression'``; ``'Protein Expression'`` for the antibodies of a
         Xenium protein run, ``'Antibody Capture'`` for CITE-seq).
@@ -188,7 +232,7 @@ def stream_to_zarr(
     -------
     :class:`StreamedStore`: the path and the counts written. ``X`` holds the values as stored (counts,
     float32), ``obs`` the cell ids, ``var`` the feature table (``var_names`` the feature names, made unique),
-    ``uns['provenance']`` the source.
+    ``obsm['spatial']`` the positions when ``coordinates`` is given, ``uns['provenance']`` the source.
 
     Examples
     --------
@@ -207,8 +251,12 @@ def stream_to_zarr(
     src = Path(source)
     out = Path(store)
     chunk = check_positive_int(chunk_cells, name="chunk_cells")
+    check_positive(pixel_size_um, name="pixel_size_um")
     if not src.is_file():
         msg = f"{src}: no such file."
+        raise InputError(msg)
+    if coordinates is not None and not Path(coordinates).is_file():
+        msg = f"{coordinates}: no such file (coordinates)."
         raise InputError(msg)
     if out.exists() and not overwrite:
         msg = f"{out}: the store exists; pass overwrite=True (--overwrite) to replace it."
@@ -251,7 +299,9 @@ def stream_to_zarr(
         plain = {"shards": None}  # zarr v3 without shards (anndata warns unless told)
         write_elem(root, "obs", pd.DataFrame(index=pd.Index(cell_ids)), dataset_kwargs=plain)
         write_elem(root, "var", var, dataset_kwargs=plain)
-        for key in ("obsm", "varm", "obsp", "varp", "layers"):
+        obsm = {} if coordinates is None else {"spatial": _coordinates(Path(coordinates), cell_ids, pixel_size_um)}
+        write_elem(root, "obsm", obsm, dataset_kwargs=plain)
+        for key in ("varm", "obsp", "varp", "layers"):
             write_elem(root, key, {}, dataset_kwargs=plain)
         provenance = {"source": str(src), "format": fmt, "feature_type": feature_type}
         write_elem(root, "uns", {"provenance": provenance}, dataset_kwargs=plain)
