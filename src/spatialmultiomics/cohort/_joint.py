@@ -275,7 +275,7 @@ def fit_cohort(
       ``obs['fov']`` (the sample, or ``'<sample>/<fov>'``; spatial graphs never cross it);
     - ``obsm['spatial']`` (µm, each sample in its own frame), ``obsm['X_nmf']`` (shared factors),
       ``obs['cell_type']`` and ``obs['cell_type_confidence']`` (one annotation) and every other slot of
-      :func:`smo.factorize.joint_nmf` and :func:`smo.annotate.annotate`;
+      :func:`smo.factorize.joint_nmf` and :func:`smo.annotate.annotate_measured`;
     - ``uns['cohort']``: the sample table, the batch correction requested and used, per-sample read times, the
       transforms used and the parameters.
 
@@ -392,7 +392,8 @@ def fit_cohort(
         timings["factorize"] = time.perf_counter() - t
         peak["factorize"] = monitor.lap()
         t = time.perf_counter()
-        annotate.annotate(mdata, markers=markers, method=annotation_method, seed=seed)
+        # as the pipeline: types learnt from fully measured cells, imputed / doubtful partners typed by their vote
+        annotate.annotate_measured(mdata, markers=markers, method=annotation_method, seed=seed, n_jobs=n_workers)
         timings["annotate"] = time.perf_counter() - t
         peak["annotate"] = monitor.lap()
     finally:
