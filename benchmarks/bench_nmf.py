@@ -22,7 +22,7 @@ iteration (the fused pass over the rows plus the update of the feature loadings)
 the memory-bandwidth bound of that iteration next to it (bytes it must move / measured STREAM-like bandwidth).
 
 Run: ``.venv/bin/python benchmarks/bench_nmf.py [--mode defaults|sweep|both] [--cells 100000] [--repeats 3]
-[--iteration-cells 1000000] [--threads 1,2]``
+[--iteration-cells 1000000] [--threads 1,2] [--max-inner 10] [--profile]``
 """
 
 from __future__ import annotations
@@ -310,14 +310,92 @@ def bench_sklearn_parity(n_cells: int, k: int, repeats: int, skip_sklearn: bool)
         )
 
 
-def bench_iteration(n_cells: int, k: int, repeats: int, threads: tuple[int, ...] = (1,)) -> None:
+def _profile_kernels(data, G: np.ndarray, W: np.ndarray, inner_w: int, inner_h: int, repeats: int) -> None:
+    """Print the CPU time of each kernel of one iteration on one thread (median of ``repeats``, ``W`` restored).
+
+    The pieces of :meth:`RowData.row_pass` with numba (``X_s``: the CSR part, ``X_d``: the dense part) and the
+    update of ``G``, with their bounds: the CSR read once at the measured bandwidth, the multiply-adds at 32
+    float32 (16 float64) per cycle and 2.3 GHz (about the single-thread SGEMM peak measured on this machine).
+    """
+    from spatialmultiomics.factorize import _numba as nb
+    from spatialmultiomics.factorize._kernels import hals_sweep
+    from spatialmultiomics.factorize._rowpass import _n_chunks
+    from spatialmultiomics.factorize._solvers import _repeat
+
+    n, k = W.shape
+    X, D = data.sparse, data.dense
+    G64 = G.astype(np.float64)
+    gram = G64 @ G64.T
+    GsT, GdT = data.split(G64)
+    Gs32, Gd32 = GsT.astype(np.float32), GdT.astype(np.float32)
+    xg = nb.csr_dense_product(X.indptr, X.indices, X.data, Gs32) + D @ Gd32
+    W0 = W.copy()
+    stats = data.row_pass(G, W0.copy(), update="none")
+
+    def sweeps():
+        np.copyto(W, W0)
+        nb.sweep_rows(W, xg, gram, 0, 1, inner_w, 0.1, _n_chunks(n, 0, k))
+
+    def dense_t_and_gram():
+        step = -(-n // _n_chunks(n, D.shape[1], k))
+        for a in range(0, n, step):
+            (D[a : a + step].T @ W0[a : a + step]).astype(np.float64)
+        for a in range(0, n, 4096):
+            w = W0[a : a + 4096].astype(np.float64)
+            w.T @ w
+
+    def update_g():
+        Gc = G.copy()
+        _repeat(
+            hals_sweep, Gc, stats.WtW.astype(np.float32), stats.XtW.T.astype(np.float32), inner_h, np.empty_like(Gc)
+        )
+
+    def whole():
+        np.copyto(W, W0)
+        data.row_pass(G, W, update="hals", max_inner=inner_w)
+
+    bandwidth = _stream_bandwidth(1 << 28, 3)[0] * 1e9
+    read_s = X.nnz * (X.data.itemsize + X.indices.itemsize) / bandwidth
+    mac_s = X.nnz * k / (32 * 2.3e9)
+    pieces = [
+        ("X_s @ G.T (CSR product)", lambda: nb.csr_dense_product(X.indptr, X.indices, X.data, Gs32), read_s, mac_s),
+        ("X_d @ G.T (BLAS)", lambda: D @ Gd32, D.nbytes / bandwidth, D.size * k / (32 * 2.3e9)),
+        (f"row sweeps (HALS, <= {inner_w} per row)", sweeps, 0.0, n * inner_w * k * k / (16 * 2.3e9)),
+        (
+            "X_s.T @ W (CSR scatter)",
+            lambda: nb.csr_dense_tproduct(X.indptr, X.indices, X.data, W0, X.shape[1], _n_chunks(n, X.shape[1], k)),
+            read_s,
+            mac_s,
+        ),
+        ("X_d.T @ W and W.T @ W", dense_t_and_gram, D.nbytes / bandwidth, (D.size + n * k) * k / (32 * 2.3e9)),
+        (f"update of G (hals_sweep, <= {inner_h})", update_g, 0.0, 0.0),
+        ("whole row_pass", whole, 0.0, 0.0),
+    ]
+    print(f"  kernel profile, 1 thread, CPU s (median of {repeats}); bound: read once / multiply-adds at SIMD peak")
+    for name, fn, read_bound, mac_bound in pieces:
+        fn()
+        times = []
+        for _ in range(repeats):
+            c = time.process_time()
+            fn()
+            times.append(time.process_time() - c)
+        print(f"  | {name} | {np.median(times):.3f} | {read_bound:.3f} | {mac_bound:.3f} |")
+    np.copyto(W, W0)
+
+
+def bench_iteration(
+    n_cells: int, k: int, repeats: int, threads: tuple[int, ...] = (1,), max_inner: int = 0, profile: bool = False
+) -> None:
     """Time one solver iteration at ``n_cells`` on each number of numba ``threads`` (same data, same process) and
-    print its memory-bandwidth bound."""
+    print its memory-bandwidth bound.
+
+    The sweeps per update of ``W`` (per row) and of ``G`` are the solver's (its cost model), or ``max_inner`` for
+    both when it is given (10 in the measurements before issue 15, item 2)."""
     from threadpoolctl import threadpool_limits
 
     from spatialmultiomics.factorize._kernels import hals_sweep
     from spatialmultiomics.factorize._rowpass import RowData
-    from spatialmultiomics.factorize._solvers import _repeat
+    from spatialmultiomics.factorize._solvers import _inner_counts, _repeat
 
     t = time.perf_counter()
     rna, prot = make_blocks(n_cells)
@@ -326,6 +404,8 @@ def bench_iteration(n_cells: int, k: int, repeats: int, threads: tuple[int, ...]
     rng = np.random.default_rng(0)
     W = rng.random((n_cells, k), dtype=np.float32)
     G = rng.random((k, data.n_features), dtype=np.float32)
+    inner_w, inner_h = (max_inner, max_inner) if max_inner else _inner_counts(data, k, True)
+    print(f"  sweeps per update: W (per row) up to {inner_w}, G up to {inner_h}")
     timings = {}
     with threadpool_limits(limits=1, user_api="blas"):
         stats = data.row_pass(G, W, update="none")
@@ -337,9 +417,14 @@ def bench_iteration(n_cells: int, k: int, repeats: int, threads: tuple[int, ...]
 
             def iteration():
                 _repeat(
-                    hals_sweep, G, stats.WtW.astype(np.float32), stats.XtW.T.astype(np.float32), 10, np.empty_like(G)
+                    hals_sweep,
+                    G,
+                    stats.WtW.astype(np.float32),
+                    stats.XtW.T.astype(np.float32),
+                    inner_h,
+                    np.empty_like(G),
                 )
-                return data.row_pass(G, W, update="hals", max_inner=10)
+                return data.row_pass(G, W, update="hals", max_inner=inner_w)
 
             iteration()  # warm-up (kernels loaded, pages touched)
             timings[n_threads] = _median_time(iteration, repeats)[:2]
@@ -347,6 +432,9 @@ def bench_iteration(n_cells: int, k: int, repeats: int, threads: tuple[int, ...]
                 f"  {n_threads} thread(s): {timings[n_threads][0]:.3f} s per iteration "
                 f"(runs {[round(x, 3) for x in timings[n_threads][1]]}), load {os.getloadavg()[0]:.2f}"
             )
+        if profile:
+            data.n_threads = 1
+            _profile_kernels(data, G, W, inner_w, inner_h, repeats)
     med, times = timings[threads[0]]
     index_bytes = rna.indices.itemsize
     moved = rna.nnz * (4 + index_bytes) + rna.indptr.nbytes + prot.nbytes + 2 * W.nbytes
@@ -372,6 +460,10 @@ def main() -> None:
     parser.add_argument("--skip-sklearn", action="store_true")
     parser.add_argument("--iteration-cells", type=int, default=0, help="also time one iteration at this many cells")
     parser.add_argument("--threads", default="1,2", help="numba thread counts of the iteration timing, e.g. 1,2")
+    parser.add_argument(
+        "--max-inner", type=int, default=0, help="sweeps per update in the iteration timing (default: the solver's)"
+    )
+    parser.add_argument("--profile", action="store_true", help="also time each kernel of the iteration (1 thread)")
     args = parser.parse_args()
     _header()
     if args.cells and args.mode in ("defaults", "both"):
@@ -379,7 +471,14 @@ def main() -> None:
     if args.cells and args.mode in ("sweep", "both"):
         bench_sklearn_parity(args.cells, args.k, args.repeats, args.skip_sklearn)
     if args.iteration_cells:
-        bench_iteration(args.iteration_cells, args.k, args.repeats, tuple(int(t) for t in args.threads.split(",")))
+        bench_iteration(
+            args.iteration_cells,
+            args.k,
+            args.repeats,
+            tuple(int(t) for t in args.threads.split(",")),
+            args.max_inner,
+            args.profile,
+        )
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -199,3 +199,27 @@ def test_orthonormal_one_round() -> None:
     np.testing.assert_allclose(Q.T.astype(np.float64) @ Q, np.eye(6), atol=1e-3)
     proj = Q @ np.linalg.lstsq(Q, Y, rcond=None)[0]
     np.testing.assert_allclose(proj, Y, atol=1e-4 * np.abs(Y).max())
+
+
+@pytest.mark.parametrize("update", [1, 2])
+def test_numba_sweeps_equal_the_rule_row_by_row(update: int) -> None:
+    """The numba sweeps (rows in lockstep groups, rows that stopped skipped) give every row the rule's result."""
+    from spatialmultiomics.factorize._numba import sweep_rows
+
+    rng = np.random.default_rng(7)
+    n, k = 203, 6  # not a multiple of the group size; some rows stop after one sweep, others run to max_inner
+    G = rng.random((k, 30))
+    if update == 1:
+        G[2] *= 0.0  # an empty component: coordinate descent never updates its coordinate
+    gram = G @ G.T
+    W0 = (rng.random((n + 5, k)) * (rng.random((n + 5, k)) < 0.6)).astype(np.float32)
+    xg = (rng.random((n, k)) * 3.0).astype(np.float32)
+    xg[::7] = (W0[5::7] @ gram).astype(np.float32)  # rows already at their optimum: the first sweep barely moves
+    W = W0.copy()
+    cross0, quad0 = sweep_rows(W, xg, gram, 5, update, 6, 0.1, 3)
+    expected = _brute_sweeps(W0[5:].astype(np.float64), xg.astype(np.float64), gram, update, 6, 0.1)
+    np.testing.assert_allclose(W[5:], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(W[:5], W0[:5])
+    w0 = W0[5:].astype(np.float64)
+    assert cross0 == pytest.approx(np.sum(w0 * xg), rel=1e-12)
+    assert quad0 == pytest.approx(np.sum((w0 @ gram) * w0), rel=1e-12)

@@ -10,8 +10,7 @@ repeated while they still move the row) and, with the new rows, returns everythi
 the loss need (``X.T @ W``, ``W.T @ W``, ``tr(W.T X G.T)``, ``tr(W.T W G G.T)``, and the same traces of the rows
 before the update). Sums are float64 (float32 within chunks of rows for ``X.T @ W`` of large inputs), factors
 float32. Large inputs use the numba kernels of :mod:`spatialmultiomics.factorize._numba` (imported lazily) for
-``X @ G.T`` (with ``G`` padded by zero columns to a multiple of 16, which the kernel's inner loop vectorises),
-the row sweeps and ``X.T @ W``; small ones the NumPy code here, which is also their reference in the tests.
+``X @ G.T``, the row sweeps and ``X.T @ W``; small ones the NumPy code here, which is also their reference in the tests.
 
 No logging, no I/O, no AnnData here.
 """
@@ -33,9 +32,7 @@ __all__ = ["NUMBA_MIN_WORK", "PassStats", "RowData", "numba_available", "row_swe
 #: multiply-adds per pass (2 x stored values x k) above which the numba kernels are used (their import costs ~0.4 s)
 NUMBA_MIN_WORK = 4e7
 _CHUNK = 1 << 20  # values of float64 temporaries per chunk in the NumPy code
-#: the numba CSR product X @ G.T of a pass runs on G padded with zero columns to a multiple of this (see row_pass)
-PRODUCT_WIDTH_MULTIPLE = 16
-_SUM_ROWS = 4096  # rows per float64 chunk of Gram matrices and dense.T @ W (small chunks: no fresh pages each time)
+_SUM_ROWS = 4096  # rows per float64 chunk of Gram matrices (small chunks: no fresh pages each time)
 _REDUCE_BYTES = 64 << 20  # memory budget of the per-chunk partial sums of the numba kernels
 _MAX_CHUNKS = 32
 _EPS32 = float(np.finfo(np.float32).eps)
@@ -475,21 +472,15 @@ class RowData:
             from spatialmultiomics.factorize._numba import csr_dense_tproduct, sweep_rows
 
             k = G64.shape[0]
-            # X @ G.T of the rows: the numba CSR product with G padded by zero columns to a multiple of
-            # PRODUCT_WIDTH_MULTIPLE (whole vectors in its inner loop: 0.075 s with 32 columns at 100,000 cells
-            # against 0.084 s with 20 and 0.086 s for SciPy's), and BLAS for the dense part
+            # X @ G.T of the rows: the numba CSR product (four stored values per update of a row of xg) and BLAS
+            # for the dense part
             xg = None  # the first product is xg (no zero-filled array to add it to)
             if self.sparse is not None:
                 from spatialmultiomics.factorize._numba import csr_dense_product
 
                 X = self.sparse[r0:r1] if (r0, r1) != (0, self.n_rows) else self.sparse
-                width = -(-k // PRODUCT_WIDTH_MULTIPLE) * PRODUCT_WIDTH_MULTIPLE
-                Gp = np.zeros((GsT.shape[0], width), dtype=np.float32)
-                Gp[:, :k] = GsT
                 with _numba_threads(self.n_threads):
-                    xg = csr_dense_product(X.indptr, X.indices, X.data, Gp)
-                if width != k:
-                    xg = np.ascontiguousarray(xg[:, :k])
+                    xg = csr_dense_product(X.indptr, X.indices, X.data, GsT.astype(np.float32))
             if self.dense is not None:
                 part = self.dense[r0:r1] @ GdT.astype(np.float32)
                 xg = part if xg is None else np.add(xg, part, out=xg)
@@ -501,13 +492,15 @@ class RowData:
                     chunks = _n_chunks(r1 - r0, X.shape[1], k)
                     ps = csr_dense_tproduct(X.indptr, X.indices, X.data, Wr, X.shape[1], chunks)
             pd_ = np.zeros((GdT.shape[0], k))
+            if self.dense is not None:  # dense.T @ W as X.T @ W: float32 (BLAS) per chunk of rows, float64 across
+                step = -(-(r1 - r0) // _n_chunks(r1 - r0, GdT.shape[0], k))
+                for a in range(r0, r1, step):
+                    b = min(r1, a + step)
+                    pd_ += (self.dense[a:b].T @ W[a:b]).astype(np.float64)
             WtW = np.zeros((k, k))
-            for a in range(r0, r1, _SUM_ROWS):  # W.T @ W and dense.T @ W of the updated rows, in float64
-                b = min(r1, a + _SUM_ROWS)
-                w = W[a:b].astype(np.float64)
+            for a in range(r0, r1, _SUM_ROWS):  # W.T @ W of the updated rows, in float64
+                w = W[a : min(r1, a + _SUM_ROWS)].astype(np.float64)
                 WtW += w.T @ w
-                if self.dense is not None:
-                    pd_ += self.dense[a:b].T.astype(np.float64) @ w
             XtW = self.merge(ps, pd_)
             cross = float(np.sum(G64 * XtW.T))  # tr(W.T X G.T) = sum(G * (X.T W).T)
             quad = float(np.sum(WtW * gram))
