@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
+from spatialmultiomics.annotate._score import UNKNOWN
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SpotComposition", "spot_composition"]
 
-UNKNOWN = "Unknown"
 _NNLS_SWEEPS = 500  # HALS sweeps per cell at most; a cell stops once a sweep moves it < 1e-4 of its first move
 
 
