@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from spatialmultiomics.annotate._assign import AnnotationResult, annotate
+from spatialmultiomics.annotate._chunked import ChunkedAnnotation, annotate_chunked
 from spatialmultiomics.annotate._markers import MarkerSet, load_markers, merge_markers
 from spatialmultiomics.annotate._reference import builtin_markers
 from spatialmultiomics.annotate._score import FactorScores, paper_factor_scores
@@ -11,10 +12,12 @@ from spatialmultiomics.annotate._unpaired import annotate_measured, type_unpaire
 
 __all__ = [
     "AnnotationResult",
+    "ChunkedAnnotation",
     "FactorScores",
     "MarkerSet",
     "SpotComposition",
     "annotate",
+    "annotate_chunked",
     "annotate_measured",
     "builtin_markers",
     "load_markers",

@@ -2,6 +2,7 @@
 
 from spatialmultiomics.pp._channels import NON_MARKER_CHANNELS, non_marker_channels
 from spatialmultiomics.pp._hvg import highly_variable_genes
+from spatialmultiomics.pp._hvg_chunked import HVGStatistics, highly_variable_genes_chunked
 from spatialmultiomics.pp._normalize import (
     apply_intensity_scaling,
     normalize_counts,
@@ -15,9 +16,11 @@ from spatialmultiomics.pp._transforms import PROTEIN_TRANSFORMS
 __all__ = [
     "NON_MARKER_CHANNELS",
     "PROTEIN_TRANSFORMS",
+    "HVGStatistics",
     "apply_intensity_scaling",
     "compensate_spillover",
     "highly_variable_genes",
+    "highly_variable_genes_chunked",
     "modality_kind",
     "non_marker_channels",
     "normalize_counts",

@@ -48,7 +48,13 @@ def _hvg_mask(X: np.ndarray | sp.spmatrix, n_top: int, genes_per_bin: int = 10) 
     ``genes_per_bin`` genes per bin, at most 20 bins), interpolated between bin centres; medians keep a few very
     variable genes from raising their own baseline.
     """
-    mean, var = _mean_var(X)
+    return _select_hvg(*_mean_var(X), n_top, genes_per_bin)
+
+
+def _select_hvg(
+    mean: np.ndarray, var: np.ndarray, n_top: int, genes_per_bin: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """The selection of :func:`_hvg_mask` from column means and variances (shared with the chunked statistics)."""
     n_genes = mean.size
     if n_top >= n_genes:
         return np.ones(n_genes, dtype=bool), np.zeros(n_genes)
