@@ -58,7 +58,12 @@ def _brute_force_cost(a: np.ndarray, b: np.ndarray, r: float) -> tuple[float, in
     return float(cost[ri, ci][(ri < na) | (ci < nb)].sum() - 0.0), int(pairs.sum())
 
 
-def test_optimal_equals_brute_force_assignment() -> None:
+@pytest.mark.parametrize("batch", [None, 6])  # 6: many solver calls of a few connected components each
+def test_optimal_equals_brute_force_assignment(batch: int | None, monkeypatch) -> None:
+    from spatialmultiomics.align import _match
+
+    if batch is not None:
+        monkeypatch.setattr(_match, "_ASSIGN_BATCH", batch)
     rng = np.random.default_rng(3)
     for _ in range(5):
         a = rng.uniform(0, 40, size=(30, 2))
@@ -66,21 +71,6 @@ def test_optimal_equals_brute_force_assignment() -> None:
         m = match_cells(a, b, match_radius=6.0, method="optimal")
         cost = m.distance.sum() + 6.0 * (a.shape[0] - m.n_matched) + 6.0 * (b.shape[0] - m.n_matched)
         ref_cost, _ = _brute_force_cost(a, b, 6.0)
-        assert cost == pytest.approx(ref_cost, abs=1e-6)
-        assert np.unique(m.b_index).size == m.n_matched
-
-
-def test_optimal_solved_by_component_batches_equals_brute_force(monkeypatch) -> None:
-    from spatialmultiomics.align import _match
-
-    monkeypatch.setattr(_match, "_ASSIGN_BATCH", 6)  # many solver calls of a few components each
-    rng = np.random.default_rng(7)
-    for _ in range(5):
-        a = rng.uniform(0, 60, size=(45, 2))
-        b = rng.uniform(0, 60, size=(40, 2))
-        m = match_cells(a, b, match_radius=7.0, method="optimal")
-        cost = m.distance.sum() + 7.0 * (a.shape[0] - m.n_matched) + 7.0 * (b.shape[0] - m.n_matched)
-        ref_cost, _ = _brute_force_cost(a, b, 7.0)
         assert cost == pytest.approx(ref_cost, abs=1e-6)
         assert np.unique(m.b_index).size == m.n_matched
 
