@@ -13,7 +13,7 @@ here. Conventions for the factorization, written once for the whole package:
 
 from __future__ import annotations
 
-__all__ = ["Keys"]
+__all__ = ["ABUNDANCE_COLUMNS", "COLOCALIZATION_COLUMNS", "DIFFERENTIAL_TEST_COLUMNS", "Keys"]
 
 
 class Keys:
@@ -72,3 +72,10 @@ class Keys:
     def colors(label_key: str = "cell_type") -> str:
         """Return the ``uns`` key of the colour palette for ``label_key`` (scanpy's convention)."""
         return f"{label_key}_colors"
+
+
+#: the columns of every differential test of a cohort, after the feature columns (more columns follow them)
+DIFFERENTIAL_TEST_COLUMNS = ("condition", "reference", "effect", "ci_low", "ci_high", "p_value", "q_value", "n_samples")
+#: the leading columns of the cohort's two differential tables, in this order (more columns follow)
+ABUNDANCE_COLUMNS = ("cell_type", *DIFFERENTIAL_TEST_COLUMNS)
+COLOCALIZATION_COLUMNS = ("cell_type_a", "cell_type_b", *DIFFERENTIAL_TEST_COLUMNS)

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spatialmultiomics._errors import InputError
+from spatialmultiomics._keys import DIFFERENTIAL_TEST_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -465,14 +466,7 @@ def differential_table(
             records.append(rec)
     cols = [
         *features,
-        "condition",
-        "reference",
-        "effect",
-        "ci_low",
-        "ci_high",
-        "p_value",
-        "q_value",
-        "n_samples",
+        *DIFFERENTIAL_TEST_COLUMNS,
         "n_condition",
         "n_reference",
         "n_not_estimable",

@@ -7,35 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spatialmultiomics._keys import ABUNDANCE_COLUMNS, COLOCALIZATION_COLUMNS
+
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["ABUNDANCE_COLUMNS", "COLOCALIZATION_COLUMNS", "FILES", "CohortResult"]
 
-#: the leading columns of the two differential tables, in this order (more columns follow)
-ABUNDANCE_COLUMNS = (
-    "cell_type",
-    "condition",
-    "reference",
-    "effect",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "q_value",
-    "n_samples",
-)
-COLOCALIZATION_COLUMNS = (
-    "cell_type_a",
-    "cell_type_b",
-    "condition",
-    "reference",
-    "effect",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "q_value",
-    "n_samples",
-)
 #: attribute -> file name written by :meth:`CohortResult.write`
 FILES = {
     "sample_table": "sample_table.csv",

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from spatialmultiomics._errors import InputError
+from spatialmultiomics._keys import ABUNDANCE_COLUMNS, COLOCALIZATION_COLUMNS
 from spatialmultiomics._log import logger
 from spatialmultiomics.report._html import (
     _CSS,
@@ -118,15 +119,7 @@ _EXTRA = ["n_condition", "n_reference", "n_not_estimable", "n_patients", "method
 def _abundance(result: Any) -> str:
     frame = result.differential_abundance
     cols = [
-        "cell_type",
-        "condition",
-        "reference",
-        "effect",
-        "ci_low",
-        "ci_high",
-        "p_value",
-        "q_value",
-        "n_samples",
+        *ABUNDANCE_COLUMNS,
         "proportion_condition",
         "proportion_reference",
         *_EXTRA,
@@ -143,16 +136,7 @@ def _abundance(result: Any) -> str:
 def _colocalization(result: Any) -> str:
     frame = result.differential_colocalization.sort_values("p_value")
     cols = [
-        "cell_type_a",
-        "cell_type_b",
-        "condition",
-        "reference",
-        "effect",
-        "ci_low",
-        "ci_high",
-        "p_value",
-        "q_value",
-        "n_samples",
+        *COLOCALIZATION_COLUMNS,
         "mean_condition",
         "mean_reference",
         *_EXTRA,
