@@ -42,6 +42,29 @@ VECTRA = DATA / "mif_vectra_phenoptr"
 CITESEQ = DATA / "citeseq_eccite_citefuse"
 ARK = DATA / "mibi_ark_cell_table_slice"
 TNBC = DATA / "mibi_tnbc_keren2018"
+TNBC_PHENO = TNBC / "TNBC_pheno.csv.gz"
+#: the immune phenotypes of Keren et al. 2018 (the file's ``Phenotype`` column)
+TNBC_IMMUNE = (
+    "CD8T",
+    "CD4T",
+    "CD3T",
+    "Treg",
+    "B",
+    "NK",
+    "Macrophage",
+    "DC",
+    "DCMono",
+    "MonoNeu",
+    "Neutrophil",
+    "Otherimmune",
+)
+
+
+def tnbc_compartment(phenotype) -> np.ndarray:
+    """``'Tumor'``, ``'Immune'`` (any of :data:`TNBC_IMMUNE`) or ``'Other'`` for each Keren 2018 phenotype."""
+    phenotype = pd.Series(np.asarray(phenotype, dtype=object))
+    return np.where(phenotype.isin(TNBC_IMMUNE), "Immune", np.where(phenotype == "Tumor", "Tumor", "Other"))
+
 
 #: the lineage of "none of the reference's named types"
 OTHER = "other/Unknown"

@@ -32,27 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _real_sets import TNBC_IMMUNE, TNBC_PHENO, tnbc_compartment
 
 from spatialmultiomics import datasets
 from spatialmultiomics.cohort import compare
 from spatialmultiomics.cohort._differential import bh_qvalues
 
 ROOT = Path(__file__).resolve().parents[1]
-TNBC = ROOT.parent / "shared" / "data" / "mibi_tnbc_keren2018" / "TNBC_pheno.csv.gz"
-IMMUNE = [
-    "CD8T",
-    "CD4T",
-    "CD3T",
-    "Treg",
-    "B",
-    "NK",
-    "Macrophage",
-    "DC",
-    "DCMono",
-    "MonoNeu",
-    "Neutrophil",
-    "Otherimmune",
-]
 KEYS = {"label_key": "cell_type", "sample_key": "sample", "condition_key": "condition", "patient_key": "patient"}
 PAIR = ["cell_type_a", "cell_type_b"]
 
@@ -196,15 +182,13 @@ def part_tnbc() -> None:
     from scipy import stats
 
     print("\n## MIBI TNBC (Keren 2018): compartmentalised (Class 1) vs mixed (Class 0), one image per patient")
-    raw = pd.read_csv(TNBC)
+    raw = pd.read_csv(TNBC_PHENO)
     raw["x"] = raw["cellx"] * 800 / 2048
     raw["y"] = raw["celly"] * 800 / 2048
     raw["condition"] = pd.Categorical(
         raw["Class"].map({0: "mixed", 1: "compartmentalised"}), categories=["mixed", "compartmentalised"]
     )
-    raw["compartment"] = np.where(
-        raw["Phenotype"].isin(IMMUNE), "Immune", np.where(raw["Phenotype"] == "Tumor", "Tumor", "Other")
-    )
+    raw["compartment"] = tnbc_compartment(raw["Phenotype"])
     for label in ("compartment", "Phenotype"):
         t0 = time.perf_counter()
         res = compare(raw, label_key=label, sample_key="Person", condition_key="condition", n_niches=0)
@@ -212,7 +196,7 @@ def part_tnbc() -> None:
         d = res.differential_colocalization
         tum = d[(d["cell_type_a"] == "Tumor") | (d["cell_type_b"] == "Tumor")]
         partner = np.where(tum["cell_type_a"] == "Tumor", tum["cell_type_b"], tum["cell_type_a"])
-        ti = tum[np.isin(partner, ["Immune", *IMMUNE])]
+        ti = tum[np.isin(partner, ["Immune", *TNBC_IMMUNE])]
         base = baseline_pairs(res)
         bt = base.merge(ti[PAIR], on=PAIR)
         print(f"labels {label!r}: {sec:.1f} s ({load()})")

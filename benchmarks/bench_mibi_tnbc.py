@@ -26,30 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _real_sets import TNBC_IMMUNE, TNBC_PHENO, tnbc_compartment
 
 from spatialmultiomics import spatial
 from spatialmultiomics.io import read_labelled_table
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "mibi_tnbc_keren2018" / "TNBC_pheno.csv.gz"
+DATA = TNBC_PHENO
 FIGURE = ROOT / "benchmarks" / "figures" / "mibi_tnbc_colocalization.png"
 PIXEL_UM = 800.0 / 2048.0
 
-IMMUNE = [
-    "CD8T",
-    "CD4T",
-    "CD3T",
-    "Treg",
-    "B",
-    "NK",
-    "Macrophage",
-    "DC",
-    "DCMono",
-    "MonoNeu",
-    "Neutrophil",
-    "Otherimmune",
-]
-ORDER = ["Tumor", "Mesenchymal", "Endothelial", "Other", *IMMUNE]
+ORDER = ["Tumor", "Mesenchymal", "Endothelial", "Other", *TNBC_IMMUNE]
 CLASS_NAMES = {0: "mixed", 1: "compartmentalised"}
 
 
@@ -67,9 +54,7 @@ def analyse(adata, radius: float, classes: pd.Series) -> dict:
     table = spatial.colocalization_table(adata, label_key="Phenotype", by_sample=True)
 
     adata.obs["compartment"] = pd.Categorical(
-        np.where(
-            adata.obs["Phenotype"].isin(IMMUNE), "Immune", np.where(adata.obs["Phenotype"] == "Tumor", "Tumor", "Other")
-        ),
+        tnbc_compartment(adata.obs["Phenotype"]),
         categories=["Tumor", "Immune", "Other"],
     )
     spatial.colocalization(adata, label_key="compartment", sample_key="fov")
@@ -118,8 +103,8 @@ def report(res: dict, radius: float, n_cells: int) -> None:
         .round(2)
         .to_string()
     )
-    ii = z.loc[IMMUNE, IMMUNE].to_numpy()
-    ti = z.loc["Tumor", IMMUNE].to_numpy()
+    ii = z.loc[list(TNBC_IMMUNE), list(TNBC_IMMUNE)].to_numpy()
+    ti = z.loc["Tumor", list(TNBC_IMMUNE)].to_numpy()
     print(
         f"immune-immune pairs ({ii.size}): {np.mean(ii > 0):.0%} with z > 0, median z {np.median(ii):.1f}; "
         f"tumour-immune pairs ({ti.size}): {np.mean(ti < 0):.0%} with z < 0, median z {np.median(ti):.1f}"
