@@ -24,7 +24,7 @@ from spatialmultiomics.io._constants import MORPHOLOGY_COLUMNS
 if TYPE_CHECKING:
     import anndata as ad
 
-__all__ = ["drop_stray_index", "looks_numeric", "protein_table", "split_markers"]
+__all__ = ["drop_stray_index", "looks_numeric", "protein_table", "split_markers", "table_files"]
 
 
 def drop_stray_index(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, list[str]]:
@@ -155,6 +155,19 @@ def protein_table(
         columns={"id": id_col or "", "x": x_col, "y": y_col, "fov": fov_col or ""},
         **extra,
     )
+
+
+def table_files(path: Path, patterns: Sequence[str], *, accept: Any = None, missing: str) -> list[Path]:
+    """``[path]`` for a file; for a folder, its files matching any of ``patterns`` (sorted) that ``accept(file)``
+    keeps (None: all), or an :class:`InputError` ``"<path>: <missing>"`` when none is left."""
+    if path.is_file():
+        return [path]
+    files = sorted({p for pat in patterns for p in path.glob(pat) if p.is_file()})
+    files = [f for f in files if accept is None or accept(f)]
+    if not files:
+        msg = f"{path}: {missing}"
+        raise InputError(msg)
+    return files
 
 
 def read_tables(

@@ -19,9 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spatialmultiomics._errors import InputError
 from spatialmultiomics._log import logger
-from spatialmultiomics.io._celltable import drop_stray_index, read_tables
+from spatialmultiomics.io._celltable import drop_stray_index, read_tables, table_files
 from spatialmultiomics.io._common import existing_path, find_column, numeric_column, require_columns
 from spatialmultiomics.io._constants import HaloColumns
 
@@ -73,13 +72,12 @@ def halo(
 
     px = check_positive(pixel_size_um, name="pixel_size_um")
     path = existing_path(path)
-    if path.is_file():
-        files = [path]
-    else:
-        files = [f for f in sorted({p for pat in _PATTERNS for p in path.glob(pat)}) if is_halo_header(table_header(f))]
-        if not files:
-            msg = f"{path}: no HALO object data (a CSV with XMin, XMax, YMin, YMax and '<marker> Cell Intensity') here."
-            raise InputError(msg)
+    files = table_files(
+        path,
+        _PATTERNS,
+        accept=lambda f: is_halo_header(table_header(f)),
+        missing="no HALO object data (a CSV with XMin, XMax, YMin, YMax and '<marker> Cell Intensity') here.",
+    )
     text = {"image location", "image file name", "image", "analysis region", "algorithm name", "object id"}
     frame, file_fov = read_tables(
         files, text_columns=lambda i, n: n.strip().lower() in text, folder=path if path.is_dir() else None

@@ -25,9 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spatialmultiomics._errors import InputError
 from spatialmultiomics._log import logger
-from spatialmultiomics.io._celltable import drop_stray_index, read_tables
+from spatialmultiomics.io._celltable import drop_stray_index, read_tables, table_files
 from spatialmultiomics.io._common import existing_path, find_column, require_columns
 from spatialmultiomics.io._constants import InformColumns
 from spatialmultiomics.io._mif import mif_table
@@ -49,13 +48,12 @@ def is_inform_header(columns: list[str]) -> bool:
 
 
 def _files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    files = sorted({p for pat in _PATTERNS for p in path.glob(pat) if p.is_file() and "_summary" not in p.name.lower()})
-    if not files:
-        msg = f"{path}: no inForm table (*cell_seg_data.txt) in this folder."
-        raise InputError(msg)
-    return files
+    return table_files(
+        path,
+        _PATTERNS,
+        accept=lambda p: "_summary" not in p.name.lower(),
+        missing="no inForm table (*cell_seg_data.txt) in this folder.",
+    )
 
 
 def inform(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._log import logger
-from spatialmultiomics.io._celltable import drop_stray_index, read_tables
+from spatialmultiomics.io._celltable import drop_stray_index, read_tables, table_files
 from spatialmultiomics.io._common import existing_path, find_column
 from spatialmultiomics.io._constants import QupathColumns
 from spatialmultiomics.io._names import coordinate_unit, unit_key
@@ -87,16 +87,14 @@ def qupath(
     from spatialmultiomics.io._mif import mif_table
 
     path = existing_path(path)
-    if path.is_file():
-        files = [path]
-    else:
-        files = sorted({p for pat in _PATTERNS for p in path.glob(pat) if p.is_file()})
-        from spatialmultiomics.io._detect import table_header
+    from spatialmultiomics.io._detect import table_header
 
-        files = [f for f in files if is_qupath_header(table_header(f))]
-        if not files:
-            msg = f"{path}: no QuPath measurement table (with 'Centroid X µm' and 'Cell: <marker>: Mean' columns) here."
-            raise InputError(msg)
+    files = table_files(
+        path,
+        _PATTERNS,
+        accept=lambda f: is_qupath_header(table_header(f)),
+        missing="no QuPath measurement table (with 'Centroid X µm' and 'Cell: <marker>: Mean' columns) here.",
+    )
     text = {"image", "object id", "name", "classification", "class", "parent"}
     frame, file_fov = read_tables(
         files, text_columns=lambda i, n: n.strip().lower() in text, folder=path if path.is_dir() else None
