@@ -4,14 +4,11 @@ cohort comparison (same look and sortable tables as ``report.html``)."""
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spatialmultiomics._errors import InputError
 from spatialmultiomics._keys import ABUNDANCE_COLUMNS, COLOCALIZATION_COLUMNS
 from spatialmultiomics._log import logger
 from spatialmultiomics.report._html import (
@@ -23,6 +20,7 @@ from spatialmultiomics.report._html import (
     _package_version,
     _Row,
     _table,
+    write_html,
 )
 
 __all__ = ["COHORT_SECTIONS", "render_cohort_report", "write_cohort_report"]
@@ -267,17 +265,6 @@ def write_cohort_report(
     The path written.
     """
     text = render_cohort_report(result, figures_dir=figures_dir, figures=figures, title=title)
-    out = Path(path)
-    if out.is_dir():
-        msg = f"path={str(out)!r} is a folder; give the report's file name, e.g. {str(out / 'cohort_report.html')!r}."
-        raise InputError(msg)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    out = write_html(text, path, "cohort_report.html")
     logger.debug("cohort report written to %s", out)
     return out

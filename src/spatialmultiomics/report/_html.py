@@ -690,10 +690,17 @@ def write_report(
     -------
     The path written.
     """
-    text = render_report(data, figures_dir=figures_dir, figures=figures, title=title)
+    out = write_html(render_report(data, figures_dir=figures_dir, figures=figures, title=title), path, "report.html")
+    logger.info("report written to %s", out)
+    return out
+
+
+def write_html(text: str, path: str | Path, example: str) -> Path:
+    """Write ``text`` to the file ``path`` atomically (its folder created); a folder as ``path`` is refused with
+    ``<path>/<example>`` as the example of a file name."""
     out = Path(path)
     if out.is_dir():
-        msg = f"path={str(out)!r} is a folder; give the report's file name, e.g. {str(out / 'report.html')!r}."
+        msg = f"path={str(out)!r} is a folder; give the report's file name, e.g. {str(out / example)!r}."
         raise InputError(msg)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # usual permissions, unlike mkstemp
@@ -703,7 +710,6 @@ def write_report(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    logger.info("report written to %s", out)
     return out
 
 
