@@ -223,3 +223,24 @@ def test_numba_sweeps_equal_the_rule_row_by_row(update: int) -> None:
     w0 = W0[5:].astype(np.float64)
     assert cross0 == pytest.approx(np.sum(w0 * xg), rel=1e-12)
     assert quad0 == pytest.approx(np.sum((w0 @ gram) * w0), rel=1e-12)
+
+
+def test_numba_hals_blocks_equal_the_row_kernel_bit_for_bit() -> None:
+    """The HALS sweeps on blocks of rows along the SIMD lanes give each row exactly the row-by-row kernel's values."""
+    from spatialmultiomics.factorize._numba import _BLOCK, _sweep_block_hals, _sweep_chunk
+
+    rng = np.random.default_rng(3)
+    n, k = 3 * _BLOCK + 17, 7  # a last block part full; rows stopping at every sweep count
+    G = rng.random((k, 40))
+    G[4] *= 0.0  # an empty component (its coordinate is never updated)
+    gram = G @ G.T
+    inv = np.array([1.0 / gram[j, j] if gram[j, j] > 0 else 0.0 for j in range(k)])
+    W0 = (rng.random((n + 3, k)) * (rng.random((n + 3, k)) < 0.6)).astype(np.float32)
+    xg = (rng.random((n, k)) * 3.0).astype(np.float32)
+    xg[::5] = (W0[3::5] @ gram).astype(np.float32)  # rows at their optimum stop after the first sweep
+    for max_inner in (1, 3, 8):
+        W_row, W_block = W0.copy(), W0.copy()
+        expected = _sweep_chunk(W_row, xg, gram, inv, 3, 5, n, 1, max_inner, 0.01)
+        got = _sweep_block_hals(W_block, xg, gram, inv, 3, 5, n, max_inner, 0.01)
+        np.testing.assert_array_equal(W_block, W_row)
+        assert got == expected

@@ -13,15 +13,25 @@ k = 20, CPU time under other jobs' load, so +-20 %): none is bound by memory ban
 takes ~0.04 s) or by multiply-adds (~0.01 s per product at the SIMD peak), all by dependent instructions and
 branches. ``X @ G.T`` updates its output row once per four stored values (the load-add-store chain of one update
 per value bounded it): 0.20-0.26 -> 0.15-0.17 s, without padding ``G`` to 32 columns any more. The row sweeps
-(10 per row from a random start) go four rows in lockstep, so that the chains of coordinate updates of different
+(10 per row from a random start) went four rows in lockstep, so that the chains of coordinate updates of different
 rows overlap (each row still gets exactly its own updates), with a branch-free update (a coordinate clamped at
 zero made the old branches unpredictable) and the axpys in a function of their own, which LLVM vectorises (it did
-not inside the parallel loop): 0.49-0.54 -> 0.28-0.38 s. ``X.T @ W`` (0.17-0.23 s) is unchanged. Tried and
+not inside the parallel loop): 0.49-0.54 -> 0.28-0.38 s. The HALS sweeps now go 64 rows at a time, transposed,
+the rows along the SIMD lanes (a coordinate's update and the k axpys of ``gram @ w`` are each one loop over the
+block's rows, no dependence between lanes, a row that stopped kept by a select): at <= 5 sweeps a row, 0.15-0.16
+-> 0.06-0.07 s at 200,000 cells, the same values bit for bit (float32 blocks gave 0.05 s more and were dropped:
+they change the values). ``X.T @ W`` (0.17-0.23 s) is unchanged. Tried and
 dropped: the width ``k`` as a compile-time constant (a closure per width: LLVM unrolled the loops into scalar
 code, 1.2-3.5x slower), hand-unrolled blocks of 8 columns (not vectorised, 4x slower), one fused kernel for the whole
 pass (product, sweeps and ``X.T @ W`` of each row while it is in cache: without sweeps 0.59 s against 0.40 s,
 its loops vectorised worse), per-chunk sums of ``X.T @ W`` that fit L1 (no faster: bound by instructions, not by
 the cache), ``W`` padded to 24 or 32 columns for ``X.T @ W`` (within 10 %, not worth the copy).
+For ``X @ G.T`` (session of 2026-12-07 08:30): ``G`` padded to 24 or 32 columns with the width a compile-time
+constant, as scalar accumulators, as loops of 8, with fused multiply-adds, or 8 stored values per update: all
+1.2-4x slower. With a constant width LLVM keeps the output row in 24 scalar registers and never vectorises it
+(the assembly: 24 ``vfmadd231ss`` per stored value); the same loop in C (gcc -O3 -march=native) took 0.38 s
+against this kernel's 0.11 s. What is left in the products is the random access to rows of ``G.T`` / ``X.T @ W``
+(160 kB, in L2, not L1): two cache lines per stored value.
 
 No logging, no I/O, no AnnData here.
 """
@@ -139,6 +149,94 @@ def _sweep_chunk(
     return cross0, quad0
 
 
+_BLOCK = 64  # rows of a block of the HALS sweeps, stored transposed: (k, _BLOCK) float64, three of them fit L1
+
+
+@njit(cache=True)
+def _sweep_block_hals(
+    W: np.ndarray,
+    xg: np.ndarray,
+    gram: np.ndarray,
+    inv: np.ndarray,
+    row0: int,
+    start: int,
+    stop: int,
+    max_inner: int,
+    delta2: float,
+) -> tuple[float, float]:
+    """HALS sweeps of rows ``start .. stop`` of ``xg``, ``_BLOCK`` rows at a time, the rows along the SIMD lanes.
+
+    A block is held transposed (``w``, ``xg`` and ``gram @ w`` as (k, _BLOCK)), so the update of coordinate j is
+    one vectorised loop over the block's rows and the update of ``gram @ w`` k of them, with no dependence between
+    lanes. A row that has stopped keeps its values (its change is set to zero): each row gets exactly the updates,
+    in the same order and the same float64 arithmetic, as :func:`_sweep_chunk` gives it alone (checked bit for bit).
+    Returns the rows' cross0, quad0 as :func:`_sweep_chunk`, summed row by row in the same order.
+    """
+    k = xg.shape[1]
+    cross0 = 0.0
+    quad0 = 0.0
+    w = np.zeros((k, _BLOCK))
+    gw = np.zeros((k, _BLOCK))
+    x = np.zeros((k, _BLOCK))
+    diff = np.zeros(_BLOCK)
+    move = np.zeros(_BLOCK)
+    first = np.zeros(_BLOCK)
+    active = np.zeros(_BLOCK, dtype=np.bool_)
+    for b0 in range(start, stop, _BLOCK):
+        nr = min(_BLOCK, stop - b0)
+        for t in range(_BLOCK):
+            active[t] = t < nr
+            for j in range(k):
+                w[j, t] = W[row0 + b0 + t, j] if t < nr else 0.0
+                x[j, t] = np.float64(xg[b0 + t, j]) if t < nr else 0.0
+        # gram @ w in the order of _gram_times (a zero w_j adds zeros there and is skipped there: the same values)
+        for q in range(k):
+            for t in range(_BLOCK):
+                gw[q, t] = 0.0
+        for j in range(k):
+            for q in range(k):
+                g = gram[j, q]
+                for t in range(_BLOCK):
+                    gw[q, t] += w[j, t] * g
+        for t in range(nr):
+            for j in range(k):
+                quad0 += gw[j, t] * w[j, t]
+                cross0 += w[j, t] * x[j, t]
+        for it in range(max_inner):
+            for t in range(_BLOCK):
+                move[t] = 0.0
+            for j in range(k):
+                dj = inv[j]
+                if dj == 0.0:
+                    continue
+                for t in range(_BLOCK):
+                    old = w[j, t]
+                    new = max(old + (x[j, t] - gw[j, t]) * dj, 0.0)
+                    new = new if active[t] else old
+                    diff[t] = new - old
+                    move[t] += diff[t] * diff[t]
+                    w[j, t] = new
+                for q in range(k):
+                    g = gram[j, q]
+                    for t in range(_BLOCK):
+                        gw[q, t] += diff[t] * g
+            n_active = 0
+            for t in range(nr):
+                if active[t]:
+                    if it == 0:
+                        first[t] = move[t]
+                        active[t] = move[t] != 0.0
+                    elif move[t] <= delta2 * first[t]:
+                        active[t] = False
+                    n_active += active[t]
+            if n_active == 0:
+                break
+        for t in range(nr):
+            for j in range(k):
+                W[row0 + b0 + t, j] = np.float32(w[j, t])
+    return cross0, quad0
+
+
 @njit(cache=True, parallel=True)
 def sweep_rows(
     W: np.ndarray,
@@ -157,10 +255,11 @@ def sweep_rows(
     axpys; 2: multiplicative updates of the whole row. Each row repeats its sweep up to ``max_inner`` times,
     until a sweep moves it by at most ``delta`` times its first move (float64 arithmetic, float32 storage).
 
-    The update of one coordinate waits for the previous one, so the rows go in groups of ``_GROUP`` swept in
-    lockstep (a row that has stopped is skipped): the chains of different rows overlap, and each row still gets
-    exactly the updates it would get alone, whatever the group (checked bit for bit with groups of 1, 2, 4, 8).
-    The diagonal of ``gram`` is inverted once (a multiplication instead of a division per update).
+    The update of one coordinate waits for the previous one, so HALS goes ``_BLOCK`` rows at a time with the rows
+    along the SIMD lanes (:func:`_sweep_block_hals`) and the multiplicative rule in groups of ``_GROUP`` rows swept
+    in lockstep (:func:`_sweep_chunk`); either way each row gets exactly the updates it would get alone (checked bit
+    for bit: blocks against the row kernel, groups of 1, 2, 4, 8). The diagonal of ``gram`` is inverted once (a
+    multiplication instead of a division per update).
 
     Returns
     -------
@@ -178,9 +277,11 @@ def sweep_rows(
         if gram[j, j] > 0.0:
             inv[j] = 1.0 / gram[j, j]
     for c in prange(n_chunks):
-        cross0[c], quad0[c] = _sweep_chunk(
-            W, xg, gram, inv, row0, c * step, min(n, (c + 1) * step), update, max_inner, delta2
-        )
+        a, b = c * step, min(n, (c + 1) * step)
+        if update == 1:
+            cross0[c], quad0[c] = _sweep_block_hals(W, xg, gram, inv, row0, a, b, max_inner, delta2)
+        else:
+            cross0[c], quad0[c] = _sweep_chunk(W, xg, gram, inv, row0, a, b, update, max_inner, delta2)
     total_cross0 = 0.0
     total_quad0 = 0.0
     for c in range(n_chunks):  # fixed order: independent of the number of threads

@@ -59,7 +59,10 @@ DENSE_MAC_COST = 0.1
 CALL_COST = 3e3
 SPARSE_CALL_COST = 5e4
 #: a multiply-add of the numba row sweeps costs about two of the numba CSR products (measured at 200,000 cells,
-#: k = 20: 0.14 us per sweep of a row, 1.6 us for the products of its 240 stored values; issue 15)
+#: k = 20: 0.14 us per sweep of a row, 1.6 us for the products of its 240 stored values; issue 15). The HALS sweeps
+#: on blocks of rows later cost 0.046 us a row (about 0.7 of a product's multiply-add); 0.7 here (up to 10 sweeps
+#: instead of 6) gave the same 8 iterations and the same error at the defaults (100,000 cells, k = 20), so the
+#: model was left as it was
 ROW_SWEEP_MAC_COST = 2.0
 
 SolverResult = tuple[np.ndarray, list[np.ndarray], int, list[float], bool]
