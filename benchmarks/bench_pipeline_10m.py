@@ -349,10 +349,6 @@ def _scale_chunk(X: np.ndarray, lo: np.ndarray, span: np.ndarray, cofactor: floa
     return Y
 
 
-def _select_columns(X: Any, cols: np.ndarray) -> Any:
-    return X[:, cols]
-
-
 def _spill_io(dask_worker: Any) -> tuple[float, float]:
     """Bytes this worker has written to and read from its spill directory so far (pickled sizes)."""
     metrics = getattr(dask_worker.data, "cumulative_metrics", {})
@@ -480,10 +476,8 @@ def run(args: argparse.Namespace) -> None:
         hvg = smo.pp.highly_variable_genes_chunked(rna_norm, n_top_genes=args.n_top_genes)
         keep = np.flatnonzero(hvg.highly_variable)
         rna_pp = rna_norm
-        if keep.size < n_genes:
-            rna_pp = rna_norm.map_blocks(
-                _select_columns, keep, chunks=(rna_norm.chunks[0], (keep.size,)), dtype=np.float32, meta=rna._meta
-            )
+        if keep.size < n_genes:  # lazy: each CSR chunk keeps its HVG columns where it is read
+            rna_pp = smo.pp.select_columns_chunked(rna_norm, keep=hvg.highly_variable)
         lap(
             "preprocess + HVG statistics (one pass)",
             target_sum=1e4,

@@ -14,8 +14,10 @@ Sources streamed:
 - Cell-by-feature tables (``.csv``, ``.tsv``, optionally gzipped: MERSCOPE ``cell_by_gene.csv`` and the like):
   the first column is the cell id, every other column a feature count; read with pandas in blocks of rows.
 
-Memory is O(chunk_cells x features) plus the cell ids (kept to write ``obs`` at the end) and, for 10x files, the
-``indptr`` array (8 bytes a cell).
+Memory is O(chunk_cells x features) whatever the number of cells: every block's cell ids go to ``obs`` (and its
+positions to ``obsm['spatial']``) as it is written, the zarr arrays being grown block by block, and a 10x file's
+``indptr`` is read a block at a time. A ``coordinates`` table is read alongside, a block at a time, while its rows
+follow the matrix's cells; one in another order is read whole into a lookup (cell id -> x, y).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import scipy.sparse as sp
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._log import logger
 from spatialmultiomics._validate import check_positive, check_positive_int
-from spatialmultiomics.io._common import make_unique
+from spatialmultiomics.io._common import find_column, make_unique
 from spatialmultiomics.io._constants import TenxH5
 
 if TYPE_CHECKING:
@@ -103,22 +105,22 @@ def _tenx_blocks(path: Path, feature_type: str, chunk: int) -> tuple[pd.DataFram
         msg = f"{path}: no feature of feature_type={feature_type!r} (feature types in the file: {present})."
         raise InputError(msg)
     columns = None if keep.all() else np.flatnonzero(keep)
-    indptr = group["indptr"][()].astype(np.int64)
-    if indptr.size != n_cells + 1:
+    if group["indptr"].shape != (n_cells + 1,):
         f.close()
-        msg = f"{path}: corrupt 10x matrix: indptr has {indptr.size} entries for {n_cells} barcodes (+1)."
+        msg = f"{path}: corrupt 10x matrix: indptr has {group['indptr'].shape[0]} entries for {n_cells} barcodes (+1)."
         raise InputError(msg)
 
     def blocks() -> Iterator[tuple[Any, np.ndarray]]:
         with f:
             for start in range(0, n_cells, chunk):
                 stop = min(start + chunk, n_cells)
-                lo, hi = int(indptr[start]), int(indptr[stop])
+                indptr = group["indptr"][start : stop + 1].astype(np.int64)  # one block's offsets
+                lo, hi = int(indptr[0]), int(indptr[-1])
                 X = sp.csr_matrix(
                     (
                         group["data"][lo:hi].astype(np.float32, copy=False),
                         group["indices"][lo:hi].astype(np.int64, copy=False),
-                        indptr[start : stop + 1] - lo,
+                        indptr - lo,
                     ),
                     shape=(stop - start, n_features),
                 )
@@ -160,37 +162,178 @@ def _table_blocks(path: Path, chunk: int) -> tuple[pd.DataFrame, Iterator[tuple[
     return features, blocks()
 
 
-def _coordinates(path: Path, cells: np.ndarray, pixel_size_um: float) -> np.ndarray:
-    """The (x, y) of ``cells`` (µm) from a table with an id column and coordinate columns, in the cells' order."""
-    from spatialmultiomics.io._common import find_column, read_frame
-    from spatialmultiomics.io._table import ID_COLUMNS, X_COLUMNS, Y_COLUMNS
+class _Positions:
+    """The (x, y) of cells by id (µm), from a table with an id column and coordinate columns.
 
-    if not path.is_file():
-        msg = f"{path}: no such file (coordinates)."
-        raise InputError(msg)
-    frame, _ = read_frame(path, text_columns=lambda i, name: i == 0 or name.strip().lower() in ID_COLUMNS)
-    columns = [str(c) for c in frame.columns]
-    xcol, ycol = find_column(columns, X_COLUMNS), find_column(columns, Y_COLUMNS)
-    idcol = find_column(columns, ID_COLUMNS) or columns[0]
-    if xcol is None or ycol is None:
-        msg = (
-            f"{path}: no coordinate columns (x: one of {X_COLUMNS[:6]}..., y: {Y_COLUMNS[:6]}...); got {columns[:10]}."
-        )
-        raise InputError(msg)
-    ids = pd.Index(frame[idcol].astype(str).to_numpy())
-    if not ids.is_unique:
-        msg = f"{path}: column {idcol!r} repeats cell ids; each cell needs one position."
-        raise InputError(msg)
-    where = ids.get_indexer(pd.Index(cells))
-    if (where < 0).any():
-        missing = cells[where < 0]
-        msg = (
-            f"{path}: {missing.size:,} of {cells.size:,} cells of the matrix have no row in column {idcol!r} "
-            f"(e.g. {[str(c) for c in missing[:3]]})."
-        )
-        raise InputError(msg)
-    xy = np.stack([frame[xcol].to_numpy(np.float64)[where], frame[ycol].to_numpy(np.float64)[where]], axis=1)
-    return xy * float(pixel_size_um)
+    The table is read alongside the matrix, a block of rows at a time, while its ids follow the matrix's cells
+    (Xenium ``cells.csv.gz`` / ``cells.parquet`` and MERSCOPE ``cell_metadata.csv`` list the cells in the
+    matrix's order): memory stays one block. At the first block whose ids differ, it is read whole into a lookup
+    (cell id -> x, y) that serves that block and the next ones. The header is checked before any block is
+    written; :meth:`take` counts the cells without a row, reported together at the end by :meth:`check`.
+    """
+
+    def __init__(self, path: Path, pixel_size_um: float) -> None:
+        from spatialmultiomics.io._table import ID_COLUMNS, X_COLUMNS, Y_COLUMNS
+
+        if not path.is_file():
+            msg = f"{path}: no such file (coordinates)."
+            raise InputError(msg)
+        self.path, self.scale = path, float(pixel_size_um)
+        columns = self._header()
+        if columns is not None:
+            xcol, ycol = find_column(columns, X_COLUMNS), find_column(columns, Y_COLUMNS)
+            if xcol is None or ycol is None:
+                msg = (
+                    f"{path}: no coordinate columns (x: one of {X_COLUMNS[:6]}..., y: {Y_COLUMNS[:6]}...); "
+                    f"got {columns[:10]}."
+                )
+                raise InputError(msg)
+            self.idcol = find_column(columns, ID_COLUMNS) or columns[0]
+            self._rows: Iterator[tuple[np.ndarray, np.ndarray]] | None = self._ordered_rows(self.idcol, xcol, ycol)
+        else:  # an empty file or one read_frame names the problem of
+            self._rows = None
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.lookup: tuple[pd.Index, np.ndarray] | None = None
+        self.n_missing, self.examples = 0, []
+        if self._rows is None:
+            self._read_whole()
+
+    def _header(self) -> list[str] | None:
+        """The column names, read from the header only (None when there is none)."""
+        from spatialmultiomics.io._common import _PARQUET, _head, _header_names, suffixes
+
+        sfx = suffixes(self.path)
+        if sfx and sfx[-1] in _PARQUET:
+            import pyarrow.parquet as pq
+
+            try:
+                return [str(c) for c in pq.ParquetFile(self.path).schema_arrow.names]
+            except (OSError, ValueError):  # not a parquet file (ArrowInvalid): read_frame names the problem
+                return None
+        try:
+            _, header = _head(self.path, None)
+        except (OSError, EOFError):  # a broken gzip stream and the like: read_frame names the problem
+            return None
+        if header is None:
+            return None
+        self.sep = "\t" if ("\t" in header or (sfx or [""])[-1] in (".tsv", ".tab")) else ","
+        self.header = header
+        return _header_names(header, self.sep)
+
+    def _ordered_rows(self, idcol: str, xcol: str, ycol: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, xy) of the table's rows, a batch at a time, parsed as :func:`read_frame` parses them."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from spatialmultiomics.io._common import _PARQUET, open_text, suffixes
+
+        sfx = suffixes(self.path)
+        if sfx and sfx[-1] in _PARQUET:
+            import pyarrow.parquet as pq
+
+            batches = pq.ParquetFile(self.path).iter_batches(batch_size=1 << 14, columns=[idcol, xcol, ycol])
+        else:
+            import pyarrow.csv as pacsv
+
+            from spatialmultiomics.io._common import _header_names
+
+            n_skip = 0  # comment and blank lines, then the header
+            with open_text(self.path) as handle:
+                for line in handle:
+                    n_skip += 1
+                    if line.rstrip("\r\n") == self.header:
+                        break
+            names = _header_names(self.header, self.sep)
+            reader = pacsv.open_csv(
+                self.path,
+                read_options=pacsv.ReadOptions(block_size=1 << 18, skip_rows=n_skip, column_names=names),
+                parse_options=pacsv.ParseOptions(delimiter=self.sep, newlines_in_values=False),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=[idcol, xcol, ycol],
+                    column_types={idcol: pa.string(), xcol: pa.float64(), ycol: pa.float64()},
+                    strings_can_be_null=True,
+                ),
+            )
+            batches = iter(reader)
+        for batch in batches:
+            ids = pc.utf8_trim_whitespace(batch.column(idcol).cast(pa.string()))
+            xy = np.stack(
+                [batch.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False) for c in (xcol, ycol)], axis=1
+            )
+            yield ids.to_numpy(zero_copy_only=False), xy  # object array of str (None for an empty id)
+
+    def _next_rows(self, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The next ``n`` rows of the table read in order (fewer at its end); None when it cannot be read so."""
+        have = sum(ids.size for ids, _ in self._pending)
+        try:
+            while have < n:
+                ids, xy = next(self._rows)
+                self._pending.append((ids, xy))
+                have += ids.size
+        except StopIteration:
+            pass
+        except (OSError, ValueError, TypeError):  # pyarrow's ArrowInvalid / ArrowTypeError (a value that is not a
+            return None  # number, a ragged row): the whole read names it
+        ids = np.concatenate([p[0] for p in self._pending]) if self._pending else np.zeros(0, dtype=object)
+        xy = np.concatenate([p[1] for p in self._pending]) if self._pending else np.zeros((0, 2))
+        self._pending = [(ids[n:], xy[n:])] if ids.size > n else []
+        return ids[:n], xy[:n]
+
+    def _read_whole(self) -> None:
+        """Read the table whole into the lookup (cell id -> x, y), as the in-memory readers do."""
+        from spatialmultiomics.io._common import read_frame
+        from spatialmultiomics.io._table import ID_COLUMNS, X_COLUMNS, Y_COLUMNS
+
+        self._rows, self._pending = None, []
+        frame, _ = read_frame(self.path, text_columns=lambda i, name: i == 0 or name.strip().lower() in ID_COLUMNS)
+        columns = [str(c) for c in frame.columns]
+        xcol, ycol = find_column(columns, X_COLUMNS), find_column(columns, Y_COLUMNS)
+        self.idcol = find_column(columns, ID_COLUMNS) or columns[0]
+        if xcol is None or ycol is None:
+            msg = (
+                f"{self.path}: no coordinate columns (x: one of {X_COLUMNS[:6]}..., y: {Y_COLUMNS[:6]}...); "
+                f"got {columns[:10]}."
+            )
+            raise InputError(msg)
+        ids = pd.Index(frame[self.idcol].astype(str).to_numpy())
+        if not ids.is_unique:
+            msg = f"{self.path}: column {self.idcol!r} repeats cell ids; each cell needs one position."
+            raise InputError(msg)
+        xy = np.stack([frame[xcol].to_numpy(np.float64), frame[ycol].to_numpy(np.float64)], axis=1)
+        self.lookup = (ids, xy)
+
+    def take(self, cells: np.ndarray) -> np.ndarray:
+        """The positions of one block of cells (NaN where a cell has no row, counted for :meth:`check`)."""
+        if self._rows is not None:
+            rows = self._next_rows(cells.size)
+            if rows is not None and rows[0].size == cells.size and np.array_equal(rows[0], cells):
+                return rows[1] * self.scale
+            logger.info("stream_to_zarr: %s does not follow the matrix's cells; read whole", self.path)
+            self._read_whole()
+        ids, xy = self.lookup
+        where = ids.get_indexer(pd.Index(cells))
+        out = xy[np.maximum(where, 0)] * self.scale
+        missing = where < 0
+        if missing.any():
+            out[missing] = np.nan
+            self.n_missing += int(missing.sum())
+            self.examples.extend(str(c) for c in cells[missing][: 3 - len(self.examples)])
+        return out
+
+    def check(self, n_cells: int) -> None:
+        """Raise when some of the ``n_cells`` cells streamed had no row."""
+        if self.n_missing:
+            msg = (
+                f"{self.path}: {self.n_missing:,} of {n_cells:,} cells of the matrix have no row in column "
+                f"{self.idcol!r} (e.g. {self.examples})."
+            )
+            raise InputError(msg)
+
+
+def _append(array: Any, values: np.ndarray, start: int) -> None:
+    """Write ``values`` at rows ``start:`` of a zarr array, growing it along the first axis."""
+    array.resize((start + values.shape[0], *array.shape[1:]))
+    array[start:] = values
 
 
 def stream_to_zarr(
@@ -217,14 +360,16 @@ def stream_to_zarr(
         A table with the cells' positions, written to ``obsm['spatial']`` in the matrix's cell order: an id column
         (``cell_id``, ``cell``, ``barcode``, ... or the first column) and x / y columns under any of the names the
         table reader knows (``x_centroid`` / ``y_centroid`` of Xenium ``cells.csv.gz``, ``center_x`` /
-        ``center_y`` of MERSCOPE ``cell_metadata.csv``, ...). Every cell of the matrix needs a row.
+        ``center_y`` of MERSCOPE ``cell_metadata.csv``, ...); CSV / TSV (gzipped or not) or parquet. Every cell of
+        the matrix needs a row. Read a block of rows at a time alongside the matrix while its ids follow the
+        matrix's cells (as Xenium and MERSCOPE write them); a table in another order is read whole (a lookup).
     pixel_size_um
         Multiplies the coordinates (1: they are in µm already).
     feature_type
         10x files: the features kept (``'Gene Expression'``; ``'Protein Expression'`` for the antibodies of a
         Xenium protein run, ``'Antibody Capture'`` for CITE-seq).
     chunk_cells
-        Cells read and written at a time (memory O(chunk_cells x features)).
+        Cells read and written at a time (memory O(chunk_cells x features), whatever the number of cells).
     overwrite
         Replace an existing ``store``; False (default) refuses.
 
@@ -271,20 +416,31 @@ def stream_to_zarr(
     else:
         msg = f"{src}: stream_to_zarr reads 10x HDF5 (.h5) and cell-by-feature tables ({', '.join(_TABLE_SUFFIXES)})."
         raise InputError(msg)
+    positions = None if coordinates is None else _Positions(Path(coordinates), pixel_size_um)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    ids: list[np.ndarray] = []
+    plain = {"shards": None}  # zarr v3 without shards (anndata warns unless told)
     n_obs = nnz = 0
     try:
         root = zarr.open_group(tmp, mode="w")
-        for X, cells in blocks:
-            if n_obs == 0:
-                write_elem(root, "X", X, dataset_kwargs={"chunks": (1 << 20,), "shards": None})
+        for X, block_ids in blocks:
+            cells = np.asarray(block_ids).astype(str)
+            xy = None if positions is None else positions.take(cells)
+            if n_obs == 0:  # the first block fixes the encodings; the next ones grow the arrays
+                write_elem(root, "X", X, dataset_kwargs={"chunks": (1 << 20,), **plain})
                 matrix = sparse_dataset(root["X"])
+                write_elem(
+                    root, "obs", pd.DataFrame(index=pd.Index(cells)), dataset_kwargs={"chunks": (chunk,), **plain}
+                )
+                write_elem(
+                    root, "obsm", {} if xy is None else {"spatial": xy}, dataset_kwargs={"chunks": (chunk, 2), **plain}
+                )
             else:
                 matrix.append(X)
-            ids.append(cells)
+                _append(root["obs/_index"], cells, n_obs)
+                if xy is not None:
+                    _append(root["obsm/spatial"], xy, n_obs)
             n_obs += X.shape[0]
             nnz += X.nnz
             if n_obs % (chunk * 16) < chunk:
@@ -292,15 +448,12 @@ def stream_to_zarr(
         if n_obs == 0:
             msg = f"{src}: no cell to write."
             raise InputError(msg)
-        cell_ids = np.concatenate(ids).astype(str)
+        if positions is not None:
+            positions.check(n_obs)
         var_names = make_unique([str(v) for v in features[TenxH5.FEATURE_NAME]])
         var = features.astype({c: str for c in features.columns if features[c].dtype == object})
         var.index = pd.Index(var_names)
-        plain = {"shards": None}  # zarr v3 without shards (anndata warns unless told)
-        write_elem(root, "obs", pd.DataFrame(index=pd.Index(cell_ids)), dataset_kwargs=plain)
         write_elem(root, "var", var, dataset_kwargs=plain)
-        obsm = {} if coordinates is None else {"spatial": _coordinates(Path(coordinates), cell_ids, pixel_size_um)}
-        write_elem(root, "obsm", obsm, dataset_kwargs=plain)
         for key in ("varm", "obsp", "varp", "layers"):
             write_elem(root, key, {}, dataset_kwargs=plain)
         provenance = {"source": str(src), "format": fmt, "feature_type": feature_type}

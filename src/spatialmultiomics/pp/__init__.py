@@ -2,7 +2,7 @@
 
 from spatialmultiomics.pp._channels import NON_MARKER_CHANNELS, non_marker_channels
 from spatialmultiomics.pp._hvg import highly_variable_genes
-from spatialmultiomics.pp._hvg_chunked import HVGStatistics, highly_variable_genes_chunked
+from spatialmultiomics.pp._hvg_chunked import HVGStatistics, highly_variable_genes_chunked, select_columns_chunked
 from spatialmultiomics.pp._normalize import (
     apply_intensity_scaling,
     normalize_counts,
@@ -26,5 +26,6 @@ __all__ = [
     "normalize_counts",
     "preprocess",
     "scale_intensities",
+    "select_columns_chunked",
     "stored_intensity_transform",
 ]

@@ -4,6 +4,7 @@ The in-memory :func:`~spatialmultiomics.pp.highly_variable_genes` needs only the
 (on normalised, log-transformed values). Here they come from per-chunk sums (float64: count, sum, sum of squares
 per column), added up in the client, so that the matrix is read once a chunk at a time (a Dask array over a zarr
 store, 10 million cells); the selection itself is the in-memory one (dispersion within mean bins).
+:func:`select_columns_chunked` then keeps the selected genes, lazily, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from spatialmultiomics._errors import InputError
 from spatialmultiomics._validate import check_positive_int
 from spatialmultiomics.pp._hvg import _mean_var, _select_hvg
 
-__all__ = ["HVGStatistics", "highly_variable_genes_chunked"]
+__all__ = ["HVGStatistics", "highly_variable_genes_chunked", "select_columns_chunked"]
 
 
 class HVGStatistics(NamedTuple):
@@ -122,3 +123,98 @@ def highly_variable_genes_chunked(X: Any, *, n_top_genes: int = 2000) -> HVGStat
         mean, var = _mean_var(X)
     mask, score = _select_hvg(mean, var, n_top_genes)
     return HVGStatistics(highly_variable=mask, dispersion_norm=score, mean=mean, var=var, n_obs=n)
+
+
+def _take_columns(X: Any, columns: np.ndarray) -> Any:
+    """The ``columns`` of one row chunk (dense or scipy sparse; a CSR chunk stays CSR)."""
+    return X[:, columns]
+
+
+def _column_indices(keep: Any, n_columns: int) -> np.ndarray:
+    """``keep`` (boolean mask or integer indices) as int64 column indices; InputError when it selects nothing."""
+    arr = np.asarray(keep)
+    if arr.dtype == bool:
+        if arr.shape != (n_columns,):
+            msg = f"keep: a boolean mask needs one entry per column of X ({n_columns}), got shape {arr.shape}."
+            raise InputError(msg)
+        idx = np.flatnonzero(arr)
+    elif arr.dtype.kind in "iu" and arr.ndim == 1:
+        idx = arr.astype(np.int64)
+        bad = idx[(idx < -n_columns) | (idx >= n_columns)]
+        if bad.size:
+            msg = f"keep: column indices must lie in [-{n_columns}, {n_columns}) for X's {n_columns} columns, got {bad[:5].tolist()}."
+            raise InputError(msg)
+        idx = np.where(idx < 0, idx + n_columns, idx)
+    else:
+        msg = (
+            f"keep must be a boolean mask of X's {n_columns} columns or a 1-D array of integer column indices, "
+            f"got dtype {arr.dtype} and shape {arr.shape}."
+        )
+        raise InputError(msg)
+    if idx.size == 0:
+        msg = (
+            f"keep selects no column of X's {n_columns}; keep at least one (e.g. stats.highly_variable with any True)."
+        )
+        raise InputError(msg)
+    return idx
+
+
+def select_columns_chunked(X: Any, *, keep: Any) -> Any:
+    """Keep some columns (the highly variable genes) of a row-chunked matrix, lazily, one task per row chunk.
+
+    Each row chunk is indexed ``chunk[:, keep]`` where it is computed (on the workers of a ``distributed``
+    client): nothing is read now, and a chunk of ``scipy.sparse.csr_matrix`` stays CSR (a Dask array opened with
+    :func:`anndata.experimental.read_elem_lazy`, or after a ``map_blocks`` normalisation). The values are those of
+    the in-memory ``X[:, keep]``, exactly.
+
+    Parameters
+    ----------
+    X
+        Cells x genes: a Dask array chunked along the rows (chunks dense or scipy sparse; column chunks are merged
+        first, as :func:`highly_variable_genes_chunked` does), or a NumPy / scipy sparse matrix (indexed now).
+    keep
+        The columns kept: a boolean mask of length ``X.shape[1]`` (``HVGStatistics.highly_variable``) or integer
+        indices (in the order given; negative ones count from the end).
+
+    Returns
+    -------
+    Any
+        A Dask array of shape ``(X.shape[0], n_kept)`` with ``X``'s row chunks, dtype and chunk type (``X``'s
+        ``_meta``); for in-memory input, ``X[:, keep]``.
+
+    Raises
+    ------
+    InputError
+        When ``X`` is not two-dimensional, or ``keep`` is a mask of the wrong length, holds indices out of range,
+        is neither boolean nor integer, or keeps no column.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import scipy.sparse as sp
+    >>> import spatialmultiomics as smo
+    >>> X = sp.random(1000, 50, density=0.1, format="csr", rng=0, dtype=np.float32)
+    >>> lazy = da.from_array(X, chunks=(256, -1), asarray=False)
+    >>> stats = smo.pp.highly_variable_genes_chunked(lazy, n_top_genes=10)
+    >>> kept = smo.pp.select_columns_chunked(lazy, keep=stats.highly_variable)
+    >>> kept.shape, kept.chunks[0], type(kept._meta).__name__
+    ((1000, 10), (256, 256, 256, 232), 'csr_matrix')
+    >>> (kept.compute() != X[:, stats.highly_variable]).nnz
+    0
+    """
+    if len(getattr(X, "shape", ())) != 2:
+        msg = f"X must be a two-dimensional (cells x genes) matrix, got shape {getattr(X, 'shape', None)}."
+        raise InputError(msg)
+    columns = _column_indices(keep, int(X.shape[1]))
+    try:
+        import dask.array as da
+    except ImportError:  # pragma: no cover - dask is a dependency of the Dask backend only
+        da = None
+    if da is None or not isinstance(X, da.Array):
+        if sp.issparse(X) and X.format not in ("csr", "csc"):
+            X = X.tocsr()  # COO and the like cannot be indexed
+        return X[:, columns]
+    if X.numblocks[1] > 1:
+        X = X.rechunk({1: -1})
+    return X.map_blocks(_take_columns, columns, chunks=(X.chunks[0], (columns.size,)), dtype=X.dtype, meta=X._meta)
