@@ -17,8 +17,9 @@ No logging, no I/O, no AnnData here.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -27,7 +28,7 @@ import scipy.sparse as sp
 
 from spatialmultiomics.factorize._kernels import squared_norm
 
-__all__ = ["NUMBA_MIN_WORK", "PassStats", "RowData", "numba_available", "row_sweeps"]
+__all__ = ["NUMBA_MIN_WORK", "PassStats", "RowData", "numba_available", "numba_pays", "row_sweeps"]
 
 #: multiply-adds per pass (2 x stored values x k) above which the numba kernels are used (their import costs ~0.4 s)
 NUMBA_MIN_WORK = 4e7
@@ -47,6 +48,12 @@ def numba_available() -> bool:
     except ImportError:  # pragma: no cover - numba is installed in the test environment
         return False
     return True
+
+
+def numba_pays(stored: int, k: int) -> bool:
+    """Return whether a pass over ``stored`` values with ``k`` factors (``2 * stored * k`` multiply-adds) is large
+    enough for the numba kernels (``NUMBA_MIN_WORK``) and numba can be imported."""
+    return 2.0 * stored * k >= NUMBA_MIN_WORK and numba_available()
 
 
 class PassStats(NamedTuple):
@@ -114,15 +121,34 @@ def row_sweeps(
     return w
 
 
+_KERNEL_LOCK = threading.RLock()
+
+
+def _thread_safe_layer() -> bool:
+    """Return whether numba's threading layer may be entered from several threads at once (OpenMP, TBB)."""
+    import numba
+
+    try:
+        return numba.threading_layer() in ("omp", "tbb")
+    except ValueError:  # no parallel kernel has run yet in this process: not known, so not assumed
+        return False
+
+
 @contextmanager
 def _numba_threads(n: int) -> Iterator[None]:
-    """Run the numba kernels of the block on ``n`` threads (at most numba's pool), then restore the setting."""
+    """Run the numba kernels of the block on ``n`` threads (at most numba's pool), then restore the setting.
+
+    The setting is local to the calling thread. Several threads (the Dask backend's chunk tasks on a threaded
+    worker) run kernels at the same time only under a thread-safe threading layer; under numba's ``workqueue``
+    layer, which aborts on concurrent use, they take turns.
+    """
     import numba
 
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
     try:
-        yield
+        with nullcontext() if _thread_safe_layer() else _KERNEL_LOCK:
+            yield
     finally:
         numba.set_num_threads(before)
 
@@ -263,7 +289,7 @@ class RowData:
 
     def use_numba(self, k: int) -> bool:
         """Return whether a pass is large enough (``2 * stored * k`` multiply-adds) for the numba kernels."""
-        return 2.0 * self.stored * k >= NUMBA_MIN_WORK and numba_available()
+        return numba_pays(self.stored, k)
 
     # ------------------------------------------------------------------ folding the scales
     def split(self, G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
