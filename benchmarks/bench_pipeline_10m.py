@@ -540,8 +540,8 @@ def run(args: argparse.Namespace) -> None:
         report["annotation"] = {"accuracy": acc, "macro_f1": f1, "accuracy_assigned": acc_rest}
         del truth, rest
         # ------------------------------------------------------------------ co-localization
-        coords = np.asarray(root["obsm/spatial"][:])
-        coloc = colocalization_tiled(coords, pred, radius=args.radius)
+        # coordinates and type codes stay in zarr: each tile task reads its own cells (codes are the categories)
+        coloc = colocalization_tiled(root["obsm/spatial"], codes_arr, radius=args.radius)
         z = np.asarray(coloc.zscore, dtype=np.float64)
         diag = float(np.nanmean(np.diag(z)))
         off = float(np.nanmean(z[~np.eye(z.shape[0], dtype=bool)]))
@@ -551,7 +551,7 @@ def run(args: argparse.Namespace) -> None:
             mean_z_same_type=round(diag, 1),
             mean_z_other_types=round(off, 1),
         )
-        del coords, pred, codes
+        del pred, codes
         # ------------------------------------------------------------------ write
         w_out = workdir / "W.zarr"
         if w_out.exists():
