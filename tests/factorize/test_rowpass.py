@@ -244,3 +244,18 @@ def test_numba_hals_blocks_equal_the_row_kernel_bit_for_bit() -> None:
         got = _sweep_block_hals(W_block, xg, gram, inv, 3, 5, n, max_inner, 0.01)
         np.testing.assert_array_equal(W_block, W_row)
         assert got == expected
+
+
+@pytest.mark.parametrize(("width", "index_dtype"), [(3, np.int32), (20, np.int32), (20, np.int64)])
+def test_numba_fixed_width_scatter_equals_the_generic_kernel(width: int, index_dtype: type) -> None:
+    """X.T @ B compiled for one width with the SLP vectoriser gives the generic loop's sums bit for bit."""
+    from spatialmultiomics.factorize._numba import _tproduct_any, csr_dense_tproduct
+
+    rng = np.random.default_rng(width)
+    X = sp.random(1500, 90, density=0.2, format="csr", rng=rng, dtype=np.float32)
+    X.indptr, X.indices = X.indptr.astype(index_dtype), X.indices.astype(index_dtype)
+    B = rng.random((1500, width), dtype=np.float32)
+    expected = _tproduct_any(X.indptr, X.indices, X.data, B, 90, 3)
+    got = csr_dense_tproduct(X.indptr, X.indices, X.data, B, 90, 3)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(got, X.T.astype(np.float64) @ B.astype(np.float64), rtol=1e-5)

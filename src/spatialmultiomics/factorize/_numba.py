@@ -38,8 +38,15 @@ No logging, no I/O, no AnnData here.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numba
 import numpy as np
 from numba import njit, prange
+from numba.core import config as numba_config
 
 __all__ = ["csr_dense_product", "csr_dense_tproduct", "sweep_rows"]
 
@@ -319,14 +326,10 @@ def csr_dense_product(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
 
 
 @njit(cache=True, parallel=True)
-def csr_dense_tproduct(
+def _tproduct_any(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, B: np.ndarray, m: int, n_chunks: int
 ) -> np.ndarray:
-    """Return ``X.T @ B`` (m, r), float64, for a CSR matrix ``X`` (n, m) and a dense float32 ``B`` (n, r).
-
-    Rows go in ``n_chunks`` fixed chunks (float32 partial sums) added in chunk order in float64 (independent of the
-    number of threads).
-    """
+    """``X.T @ B`` for any width of ``B`` (the loop over its columns vectorised by LLVM's loop vectoriser)."""
     n = indptr.shape[0] - 1
     r = B.shape[1]
     step = (n + n_chunks - 1) // n_chunks
@@ -342,3 +345,70 @@ def csr_dense_tproduct(
     for c in range(n_chunks):
         out += part[c].astype(np.float64)
     return out
+
+
+@njit(cache=True, parallel=True)
+def _tproduct_fixed(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, B: np.ndarray, m: int, n_chunks: int, width: int
+) -> np.ndarray:
+    """``X.T @ B`` compiled for one width of ``B`` (a literal): the loop over the columns is unrolled, the row of
+    ``B`` stays in registers and the SLP vectoriser packs the updates (compile it under :func:`_slp_compiled`)."""
+    numba.literally(width)
+    n = indptr.shape[0] - 1
+    step = (n + n_chunks - 1) // n_chunks
+    part = np.zeros((n_chunks, m, width), dtype=np.float32)
+    for c in prange(n_chunks):
+        for i in range(c * step, min(n, (c + 1) * step)):
+            for p in range(indptr[i], indptr[i + 1]):
+                v = data[p]
+                col = indices[p]
+                for j in range(width):
+                    part[c, col, j] += v * B[i, j]
+    out = np.zeros((m, width))
+    for c in range(n_chunks):
+        out += part[c].astype(np.float64)
+    return out
+
+
+#: widths of ``B`` with a kernel of their own in :func:`csr_dense_tproduct` (each compiled once, ~3 s, then cached)
+MAX_FIXED_WIDTH = 32
+_SLP_LOCK = threading.Lock()
+_SLP_READY: set[tuple[Any, ...]] = set()
+
+
+@contextmanager
+def _slp_compiled(key: tuple[Any, ...]) -> Iterator[None]:
+    """Compile the kernels called inside with LLVM's SLP vectoriser on, once per ``key`` (types and width).
+
+    numba switches the SLP vectoriser off by default since 0.57 (miscompilations reported in other code, numba
+    PR 8852), and the switch is process-wide, so it is set only while a specialization is compiled (or loaded from
+    the cache), under a lock; the tests check the kernel compiled this way against :func:`_tproduct_any` bit for bit.
+    Other numba code compiled by another thread at that moment gets the vectoriser too.
+    """
+    if key in _SLP_READY:
+        yield
+        return
+    with _SLP_LOCK:
+        before = numba_config.SLP_VECTORIZE
+        numba_config.SLP_VECTORIZE = 1
+        try:
+            yield
+        finally:
+            numba_config.SLP_VECTORIZE = before
+        _SLP_READY.add(key)
+
+
+def csr_dense_tproduct(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, B: np.ndarray, m: int, n_chunks: int
+) -> np.ndarray:
+    """Return ``X.T @ B`` (m, r), float64, for a CSR matrix ``X`` (n, m) and a dense float32 ``B`` (n, r).
+
+    Rows go in ``n_chunks`` fixed chunks (float32 partial sums) added in chunk order in float64 (independent of the
+    number of threads). Widths up to ``MAX_FIXED_WIDTH`` run a kernel compiled for that width with the SLP
+    vectoriser (1.5-1.7x faster at r = 15 and 20, the same values bit for bit); wider ``B`` the generic loop.
+    """
+    r = B.shape[1]
+    if not 1 <= r <= MAX_FIXED_WIDTH:
+        return _tproduct_any(indptr, indices, data, B, m, n_chunks)
+    with _slp_compiled((r, indptr.dtype.str, indices.dtype.str, data.dtype.str, B.dtype.str)):
+        return _tproduct_fixed(indptr, indices, data, B, m, n_chunks, r)
