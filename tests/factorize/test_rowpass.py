@@ -256,6 +256,26 @@ def test_numba_fixed_width_scatter_equals_the_generic_kernel(width: int, index_d
     X.indptr, X.indices = X.indptr.astype(index_dtype), X.indices.astype(index_dtype)
     B = rng.random((1500, width), dtype=np.float32)
     expected = _tproduct_any(X.indptr, X.indices, X.data, B, 90, 3)
-    got = csr_dense_tproduct(X.indptr, X.indices, X.data, B, 90, 3)
+    got = csr_dense_tproduct(X.indptr, X.indices, X.data, B, 90, 3, fixed=True)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_allclose(got, X.T.astype(np.float64) @ B.astype(np.float64), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("width", "index_dtype"), [(3, np.int32), (20, np.int32), (20, np.int64), (40, np.int32)])
+def test_numba_fixed_width_product_equals_the_product(width: int, index_dtype: type) -> None:
+    """X @ B compiled for one width (<= 32; the generic loop above, whatever ``fixed``) gives the float64 product to float32 rounding,
+    rows with an odd and an even number of stored values and empty rows alike."""
+    from spatialmultiomics.factorize._numba import csr_dense_product
+
+    rng = np.random.default_rng(width)
+    keep = np.ones(700, dtype=np.float32)
+    keep[5] = 0.0  # an empty row
+    X = (sp.diags(keep) @ sp.random(700, 90, density=0.15, format="csr", rng=rng, dtype=np.float32)).tocsr()
+    X.eliminate_zeros()
+    X.indptr, X.indices = X.indptr.astype(index_dtype), X.indices.astype(index_dtype)
+    B = rng.random((90, width), dtype=np.float32)
+    got = csr_dense_product(X.indptr, X.indices, X.data, B, fixed=True)
+    assert got.dtype == np.float32
+    assert set(np.diff(X.indptr) % 2) == {0, 1}
+    np.testing.assert_allclose(got, X.astype(np.float64) @ B.astype(np.float64), rtol=2e-6, atol=1e-6)
+    assert not got[5].any()

@@ -53,6 +53,38 @@ __all__ = ["csr_dense_product", "csr_dense_tproduct", "sweep_rows"]
 _EPS32 = float(np.finfo(np.float32).eps)
 _TINY = 1e-30
 
+#: widths of ``B`` with kernels of their own in :func:`csr_dense_product` and :func:`csr_dense_tproduct` (each
+#: compiled once per width and index types, 2-3 s, then loaded from numba's cache, ~1 s a process: the literal
+#: width is found by a first typing pass)
+MAX_FIXED_WIDTH = 32
+#: multiply-adds of one product (stored values x width) from which the kernel of its width is used: ~0.6 s of the
+#: generic loop, of which it saves 0.15-0.3 s per call; below, its compilation would not pay for itself in a fit
+FIXED_MIN_WORK = 2e9
+_SLP_LOCK = threading.Lock()
+_SLP_READY: set[tuple[Any, ...]] = set()
+
+
+@contextmanager
+def _slp_compiled(key: tuple[Any, ...]) -> Iterator[None]:
+    """Compile the kernels called inside with LLVM's SLP vectoriser on, once per ``key`` (types and width).
+
+    numba switches the SLP vectoriser off by default since 0.57 (miscompilations reported in other code, numba
+    PR 8852), and the switch is process-wide, so it is set only while a specialization is compiled (or loaded from
+    the cache), under a lock; the tests check the kernel compiled this way against :func:`_tproduct_any` bit for bit.
+    Other numba code compiled by another thread at that moment gets the vectoriser too.
+    """
+    if key in _SLP_READY:
+        yield
+        return
+    with _SLP_LOCK:
+        before = numba_config.SLP_VECTORIZE
+        numba_config.SLP_VECTORIZE = 1
+        try:
+            yield
+        finally:
+            numba_config.SLP_VECTORIZE = before
+        _SLP_READY.add(key)
+
 
 @njit(cache=True, inline="always")
 def _gram_times(gram: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
@@ -298,12 +330,9 @@ def sweep_rows(
 
 
 @njit(cache=True, parallel=True)
-def csr_dense_product(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Return ``X @ B`` (n, r), float32, for a CSR matrix ``X`` (n, m) and a dense float32 ``B`` (m, r).
-
-    Four stored values of a row at a time: one update of the output row per four rows of ``B`` (its
-    load-add-store chain, not the multiply-adds, bounded the one-value-at-a-time loop).
-    """
+def _product_any(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``X @ B`` for any width of ``B``, four stored values of a row at a time: one update of the output row per
+    four rows of ``B`` (its load-add-store chain, not the multiply-adds, bounded the one-value-at-a-time loop)."""
     n = indptr.shape[0] - 1
     r = B.shape[1]
     out = np.zeros((n, r), dtype=np.float32)
@@ -370,45 +399,72 @@ def _tproduct_fixed(
     return out
 
 
-#: widths of ``B`` with a kernel of their own in :func:`csr_dense_tproduct` (each compiled once, ~3 s, then cached)
-MAX_FIXED_WIDTH = 32
-_SLP_LOCK = threading.Lock()
-_SLP_READY: set[tuple[Any, ...]] = set()
+@njit(cache=True, parallel=True)
+def _product_fixed(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, B: np.ndarray, width: int) -> np.ndarray:
+    """``X @ B`` compiled for one width of ``B`` (a literal), two stored values at a time: the output row stays in
+    registers and the SLP vectoriser packs the updates (compile it under :func:`_slp_compiled`)."""
+    numba.literally(width)
+    n = indptr.shape[0] - 1
+    out = np.zeros((n, width), dtype=np.float32)
+    for i in prange(n):
+        p = indptr[i]
+        stop = indptr[i + 1]
+        while p + 2 <= stop:
+            v0, v1 = data[p], data[p + 1]
+            c0, c1 = indices[p], indices[p + 1]
+            for j in range(width):
+                out[i, j] += v0 * B[c0, j] + v1 * B[c1, j]
+            p += 2
+        if p < stop:
+            v0 = data[p]
+            c0 = indices[p]
+            for j in range(width):
+                out[i, j] += v0 * B[c0, j]
+    return out
 
 
-@contextmanager
-def _slp_compiled(key: tuple[Any, ...]) -> Iterator[None]:
-    """Compile the kernels called inside with LLVM's SLP vectoriser on, once per ``key`` (types and width).
+def _fixed_width(data: np.ndarray, r: int, fixed: bool | None) -> bool:
+    """Whether a product over ``data`` with ``r`` columns runs the kernel compiled for its width (None: by size)."""
+    if not 1 <= r <= MAX_FIXED_WIDTH:
+        return False
+    return data.size * r >= FIXED_MIN_WORK if fixed is None else bool(fixed)
 
-    numba switches the SLP vectoriser off by default since 0.57 (miscompilations reported in other code, numba
-    PR 8852), and the switch is process-wide, so it is set only while a specialization is compiled (or loaded from
-    the cache), under a lock; the tests check the kernel compiled this way against :func:`_tproduct_any` bit for bit.
-    Other numba code compiled by another thread at that moment gets the vectoriser too.
+
+def csr_dense_product(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, B: np.ndarray, *, fixed: bool | None = None
+) -> np.ndarray:
+    """Return ``X @ B`` (n, r), float32, for a CSR matrix ``X`` (n, m) and a dense float32 ``B`` (m, r).
+
+    Large products (``FIXED_MIN_WORK``) with widths up to ``MAX_FIXED_WIDTH`` run a kernel compiled for that width
+    with the SLP vectoriser (1.3-1.6x faster at r = 8 to 32 than the generic loop, whose sums are in another order:
+    equal to float32 rounding); the others (or ``fixed=False``; ``fixed=True`` forces it) the generic loop.
     """
-    if key in _SLP_READY:
-        yield
-        return
-    with _SLP_LOCK:
-        before = numba_config.SLP_VECTORIZE
-        numba_config.SLP_VECTORIZE = 1
-        try:
-            yield
-        finally:
-            numba_config.SLP_VECTORIZE = before
-        _SLP_READY.add(key)
+    r = B.shape[1]
+    if not _fixed_width(data, r, fixed):
+        return _product_any(indptr, indices, data, B)
+    with _slp_compiled(("product", r, indptr.dtype.str, indices.dtype.str, data.dtype.str, B.dtype.str)):
+        return _product_fixed(indptr, indices, data, B, r)
 
 
 def csr_dense_tproduct(
-    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, B: np.ndarray, m: int, n_chunks: int
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    B: np.ndarray,
+    m: int,
+    n_chunks: int,
+    *,
+    fixed: bool | None = None,
 ) -> np.ndarray:
     """Return ``X.T @ B`` (m, r), float64, for a CSR matrix ``X`` (n, m) and a dense float32 ``B`` (n, r).
 
     Rows go in ``n_chunks`` fixed chunks (float32 partial sums) added in chunk order in float64 (independent of the
-    number of threads). Widths up to ``MAX_FIXED_WIDTH`` run a kernel compiled for that width with the SLP
-    vectoriser (1.5-1.7x faster at r = 15 and 20, the same values bit for bit); wider ``B`` the generic loop.
+    number of threads). Large products (``FIXED_MIN_WORK``) with widths up to ``MAX_FIXED_WIDTH`` run a kernel
+    compiled for that width with the SLP vectoriser (1.5-1.7x faster at r = 15 and 20, the same values bit for
+    bit); the others (or ``fixed=False``; ``fixed=True`` forces it) the generic loop.
     """
     r = B.shape[1]
-    if not 1 <= r <= MAX_FIXED_WIDTH:
+    if not _fixed_width(data, r, fixed):
         return _tproduct_any(indptr, indices, data, B, m, n_chunks)
-    with _slp_compiled((r, indptr.dtype.str, indices.dtype.str, data.dtype.str, B.dtype.str)):
+    with _slp_compiled(("tproduct", r, indptr.dtype.str, indices.dtype.str, data.dtype.str, B.dtype.str)):
         return _tproduct_fixed(indptr, indices, data, B, m, n_chunks, r)
