@@ -19,8 +19,9 @@ Two steps (the first in a child process, so that its memory is gone before the s
    ``--worker-memory`` each; managed memory spills to ``WORKDIR/dask-worker-space`` above 60 % of it):
 
    - ``open``: Dask arrays on the store (RNA chunks are ``csr_matrix``, read by the workers),
-   - ``preprocess + HVG``: the pipeline's defaults, lazily per chunk (``smo.pp``'s library-size normalisation to
-     1e4 + log1p; proteins arcsinh(x / 5) scaled between their 1st and 99th percentiles, from every 10th row),
+   - ``preprocess + HVG``: the pipeline's defaults, lazily per chunk (``smo.pp.normalize_chunk``: library size to
+     1e4 + log1p; proteins arcsinh(x / 5) scaled between their 1st and 99th percentiles, from every 10th row:
+     ``smo.pp.fit_intensity_scaling`` on the sample, ``smo.pp.apply_intensity_scaling`` per chunk),
      and one pass over the RNA for the highly variable genes (``smo.pp.highly_variable_genes_chunked``,
      ``n_top_genes=2000``: the in-memory selection from chunked column statistics; with 2,000 genes all are kept),
    - ``factorize``: ``JointNMF(20, backend="dask", seed=0).fit_transform([rna, proteins])`` with the defaults: the
@@ -42,6 +43,12 @@ Two steps (the first in a child process, so that its memory is gone before the s
    Per stage: wall time and peak resident memory of the client, of the workers together and of all processes
    (sampled every 0.2 s with psutil over the process tree; the client's exact high-water mark through
    ``smo._memory.PeakRSS``), the bytes the workers have spilled to disk and read back so far, and the load average.
+
+3. ``--stage one-call``: the same planted data as two AnnData zarr stores (``rna.zarr``, ``protein.zarr``, the
+   layout of ``smo.io.stream_to_zarr``; written chunk by chunk in a child process, :func:`generate_stores`), then
+   the one call ``smo.run_pipeline(rna.zarr, protein.zarr, backend="dask", scheduler=client)`` on the same
+   LocalCluster: its stage times, the client's peak memory per stage, the peak over all processes, and the
+   accuracy of ``shared_labels.csv`` against the planted types.
 
 Not out of core here: the vendor readers (the data are generated into the store) and the in-memory
 ``run_pipeline`` outputs (``result.h5mu``). See ``docs/scale.md``, "Ten million cells".
@@ -333,22 +340,6 @@ def generate(
 
 
 # ---------------------------------------------------------------------------------------------- run
-def _normalize_chunk(X: Any, target_sum: float) -> Any:
-    from spatialmultiomics.pp._normalize import _normalize_counts
-
-    return _normalize_counts(X, target_sum=target_sum, log=True)
-
-
-def _scale_chunk(X: np.ndarray, lo: np.ndarray, span: np.ndarray, cofactor: float) -> np.ndarray:
-    from spatialmultiomics.pp._transforms import transform_channels
-
-    Y = transform_channels(X, "arcsinh", cofactor)
-    Y -= lo
-    Y /= span
-    np.maximum(Y, 0, out=Y)
-    return Y
-
-
 def _spill_io(dask_worker: Any) -> tuple[float, float]:
     """Bytes this worker has written to and read from its spill directory so far (pickled sizes)."""
     metrics = getattr(dask_worker.data, "cumulative_metrics", {})
@@ -463,16 +454,11 @@ def run(args: argparse.Namespace) -> None:
         # the pipeline's defaults: library size to 1e4 + log1p (lazy, per chunk, inside every later read), HVG
         # (n_top_genes=2000) from chunked column statistics, proteins arcsinh(x / 5) scaled between their 1st and
         # 99th percentiles (from every 10th row)
-        sample = prot[:: args.percentile_every].map_blocks(
-            _scale_chunk, lo=np.float32(0), span=np.float32(1), cofactor=5.0, dtype=np.float32
-        )
-        sample = client.compute(sample, sync=True)
-        lo = np.percentile(sample, 1.0, axis=0).astype(np.float32)
-        span = (np.percentile(sample, 99.0, axis=0) - lo).astype(np.float32)
-        span[span <= 0] = 1.0
+        sample = client.compute(prot[:: args.percentile_every], sync=True)
+        scaling = smo.pp.fit_intensity_scaling(sample, transform="arcsinh", cofactor=5.0)
         del sample
-        rna_norm = rna.map_blocks(_normalize_chunk, target_sum=1e4, dtype=np.float32, meta=rna._meta)
-        prot_pp = prot.map_blocks(_scale_chunk, lo=lo, span=span, cofactor=5.0, dtype=np.float32)
+        rna_norm = rna.map_blocks(smo.pp.normalize_chunk, target_sum=1e4, dtype=np.float32, meta=rna._meta)
+        prot_pp = prot.map_blocks(smo.pp.apply_intensity_scaling, **scaling.apply_kwargs(), dtype=np.float32)
         hvg = smo.pp.highly_variable_genes_chunked(rna_norm, n_top_genes=args.n_top_genes)
         keep = np.flatnonzero(hvg.highly_variable)
         rna_pp = rna_norm
@@ -580,6 +566,159 @@ def run(args: argparse.Namespace) -> None:
     print(json.dumps(report))
 
 
+# ---------------------------------------------------------------------------------------------- one call
+def generate_stores(
+    workdir: Path, n_cells: int, *, n_genes: int, n_proteins: int, chunk: int, density: float, seed: int = 0
+) -> None:
+    """Write the planted data as two AnnData zarr stores, ``rna.zarr`` and ``protein.zarr``, a chunk at a time.
+
+    The layout of :func:`smo.io.stream_to_zarr` (``X``, ``obs`` ids, ``obsm['spatial']``, ``var``), the same
+    cells in the same order in both; the planted types go to ``WORKDIR/truth.npy``.
+    """
+    import pandas as pd
+    import zarr
+    from anndata.io import sparse_dataset, write_elem
+
+    from spatialmultiomics._memory import PeakRSS
+    from spatialmultiomics.io._stream import _append
+
+    t0 = time.perf_counter()
+    library = transcripts_for_density(n_genes, density)
+    plain = {"shards": None}
+    roots = {}
+    for name in ("rna", "protein"):
+        if (workdir / f"{name}.zarr").exists():
+            shutil.rmtree(workdir / f"{name}.zarr")
+        roots[name] = zarr.open_group(workdir / f"{name}.zarr", mode="w")
+    truth = np.lib.format.open_memmap(workdir / "truth.npy", mode="w+", dtype=np.int8, shape=(n_cells,))
+    chunks = planted_chunks(n_cells, n_genes=n_genes, n_proteins=n_proteins, chunk=chunk, library=library, seed=seed)
+    start = 0
+    with PeakRSS() as mem:
+        for counts, prot, xy, cell_type in chunks:
+            m = counts.shape[0]
+            ids = np.array([f"c{i}" for i in range(start, start + m)])
+            if start == 0:
+                write_elem(roots["rna"], "X", counts, dataset_kwargs={"chunks": (1 << 21,), **plain})
+                write_elem(roots["protein"], "X", prot, dataset_kwargs={"chunks": (chunk, n_proteins), **plain})
+                for root in roots.values():
+                    obs = pd.DataFrame(index=pd.Index(ids))
+                    write_elem(root, "obs", obs, dataset_kwargs={"chunks": (chunk,), **plain})
+                    write_elem(root, "obsm", {"spatial": xy}, dataset_kwargs={"chunks": (chunk, 2), **plain})
+            else:
+                sparse_dataset(roots["rna"]["X"]).append(counts)
+                _append(roots["protein"]["X"], prot, start)
+                for root in roots.values():
+                    _append(root["obs/_index"], ids, start)
+                    _append(root["obsm/spatial"], xy, start)
+            truth[start : start + m] = cell_type
+            start += m
+        truth.flush()
+        for name, root in roots.items():
+            var = gene_names(n_genes) if name == "rna" else protein_names(n_proteins)
+            write_elem(root, "var", pd.DataFrame(index=pd.Index(var)), dataset_kwargs=plain)
+            for key in ("varm", "obsp", "varp", "layers"):
+                write_elem(root, key, {}, dataset_kwargs=plain)
+            write_elem(root, "uns", {}, dataset_kwargs=plain)
+            root.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+        peak = mem.lap()
+    print(
+        json.dumps(
+            {
+                "stage": "generate AnnData stores",
+                "n_cells": n_cells,
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "peak_rss_gib": round(peak / 1024, 2),
+                "load_avg": os.getloadavg(),
+            }
+        ),
+        flush=True,
+    )
+
+
+def one_call(args: argparse.Namespace) -> None:
+    """``smo.run_pipeline(rna.zarr, protein.zarr, backend='dask')`` on a LocalCluster: times, memory, accuracy."""
+    import logging
+
+    import pandas as pd
+    from distributed import Client, LocalCluster
+
+    import spatialmultiomics as smo
+
+    workdir: Path = args.workdir
+    log = logging.getLogger("spatialmultiomics")
+    log.addHandler(logging.StreamHandler(sys.stdout))
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    n_proteins = args.proteins
+    load_start = os.getloadavg()
+    t0 = time.perf_counter()
+    with (
+        TreeRSS() as tree,
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=f"{args.worker_memory}GiB",
+            local_directory=str(workdir / "dask-worker-space"),
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        res = smo.run_pipeline(
+            workdir / "rna.zarr",
+            workdir / "protein.zarr",
+            n_factors=args.n_factors,
+            radius=args.radius,
+            markers=planted_markers(args.genes, n_proteins),
+            output_dir=workdir / "results",
+            overwrite=True,
+            backend="dask",
+            scheduler=client,
+        )
+        peak = tree.lap()
+    wall = time.perf_counter() - t0
+    truth = np.load(workdir / "truth.npy")
+    called = pd.read_csv(workdir / "results" / "shared_labels.csv", usecols=["cell_type"])["cell_type"].astype(str)
+    pred = np.array([int(t.split("_")[1]) if t.startswith("type_") else -1 for t in called], dtype=np.int64)
+    report = {
+        "stage": "one call",
+        "n_cells": res.n_cells,
+        "wall_s_with_cluster_start": round(wall, 1),
+        "timings_s": {k: round(v, 1) for k, v in res.timings.items()},
+        "client_peak_rss_mib": {k: round(v) for k, v in res.peak_rss_mib.items()},
+        "peak_rss_gib_all_processes": peak,
+        "n_iter": res.params["preprocess"]["factorize"]["n_iter"],
+        "accuracy_vs_planted": round(float(np.mean(pred == truth)), 5),
+        "types_called": len(res.cell_types),
+        "load_avg_start": load_start,
+        "load_avg_end": os.getloadavg(),
+    }
+    if args.compare_in_memory:  # the in-memory pipeline on the same stores read whole (small runs only)
+        import anndata as ad
+
+        from spatialmultiomics._memory import PeakRSS
+
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:
+            ref = smo.run_pipeline(
+                ad.read_zarr(workdir / "rna.zarr"),
+                ad.read_zarr(workdir / "protein.zarr"),
+                n_factors=args.n_factors,
+                radius=args.radius,
+                markers=planted_markers(args.genes, n_proteins),
+                output_dir=workdir / "results_in_memory",
+                overwrite=True,
+                figures=False,
+            )
+            report["in_memory_peak_rss_gib"] = round(mem.lap() / 1024, 2)
+        report["in_memory_wall_s"] = round(time.perf_counter() - t0, 1)
+        report["in_memory_timings_s"] = {k: round(v, 1) for k, v in ref.timings.items()}
+        same = ref.shared_labels["cell_type"].astype(str).to_numpy() == called.to_numpy()
+        report["same_type_as_in_memory"] = round(float(np.mean(same)), 5)
+    print(json.dumps(report), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=10_000_000)
@@ -597,7 +736,10 @@ def main() -> None:
     parser.add_argument("--radius", type=float, default=50.0)
     parser.add_argument("--percentile-every", type=int, default=10)
     parser.add_argument("--check-cells", type=int, default=200_000)
-    parser.add_argument("--stage", choices=["all", "generate", "run"], default="all")
+    parser.add_argument(
+        "--compare-in-memory", action="store_true", help="one-call: also run the in-memory pipeline (small runs)"
+    )
+    parser.add_argument("--stage", choices=["all", "generate", "run", "stores", "one-call"], default="all")
     args = parser.parse_args()
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -608,6 +750,23 @@ def main() -> None:
         return
     if args.stage == "run":
         run(args)
+        return
+    if args.stage == "stores":
+        generate_stores(
+            workdir, args.cells, n_genes=args.genes, n_proteins=args.proteins, chunk=args.chunk, density=args.density
+        )
+        return
+    if args.stage == "one-call":  # the AnnData stores (in a child process when missing), then run_pipeline
+        stamp = workdir / f"stores_{args.cells}_{args.genes}_{args.proteins}_{args.density:g}"
+        if not stamp.exists():
+            for p in workdir.glob("stores_*"):
+                p.unlink()
+            cmd = [sys.executable, __file__, "--stage", "stores", "--workdir", str(workdir), "--cells", str(args.cells)]
+            cmd += ["--genes", str(args.genes), "--proteins", str(args.proteins), "--chunk", str(args.chunk)]
+            cmd += ["--density", str(args.density)]
+            subprocess.run(cmd, check=True)
+            stamp.touch()
+        one_call(args)
         return
     stamp = workdir / f"generated_{args.cells}_{args.genes}_{args.proteins}_{args.density:g}"
     if not stamp.exists():

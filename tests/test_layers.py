@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "spatialmultiomics"
 #: the data and method layers: they read, compute and return
 LOWER = ("io", "pp", "factorize", "annotate", "spatial", "align")
 #: what they must never reach: the pipeline, the result folder, the report, plots, the CLI, cohorts, the demo
-HIGHER = ("_pipeline", "_results", "_inputs", "_demo", "_engine", "report", "pl", "cli", "cohort")
+HIGHER = ("_pipeline", "_chunked_pipeline", "_results", "_inputs", "_demo", "_engine", "report", "pl", "cli", "cohort")
 
 
 def _unit(module: str) -> str:

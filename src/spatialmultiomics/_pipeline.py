@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from mudata import MuData
 
+    from spatialmultiomics._chunked_pipeline import ChunkedPipelineResult
     from spatialmultiomics.cohort import CohortRun
 
 __all__ = ["PipelineResult", "run_pipeline"]
@@ -169,7 +170,7 @@ def run_pipeline(
     n_jobs: int | None = None,
     samples: PathLike | pd.DataFrame | None = None,
     batch_correction: str | None = "auto",
-) -> PipelineResult | CohortRun:
+) -> PipelineResult | CohortRun | ChunkedPipelineResult:
     """Run the whole analysis from files (or AnnData objects) to every result, and optionally write them.
 
     Parameters
@@ -259,6 +260,10 @@ def run_pipeline(
         chunks and the spatial statistics on tiles, as Dask tasks on ``scheduler``; extra ``[dask]``) or
         ``'torch'`` (the factorization with PyTorch on ``device``; extra ``[torch]``). Stages without such a
         route run in memory and say so in the log. The cell types equal the NumPy run's up to rounding.
+        With ``'dask'`` and zarr stores as inputs (``rna.zarr`` [+ ``protein.zarr``, the same cells in the same
+        order], as :func:`smo.io.stream_to_zarr` writes them) every stage runs out of core and a
+        :class:`~spatialmultiomics._chunked_pipeline.ChunkedPipelineResult` is returned (``output_dir``
+        required; see ``docs/scale.md``, "One call: run_pipeline on zarr stores").
     scheduler
         ``backend='dask'``: ``'local'`` (start a ``LocalCluster`` sized to this machine, closed at the end), the
         address of a running scheduler (``'tcp://host:8786'``; it must answer within 5 s), a
@@ -296,6 +301,7 @@ def run_pipeline(
     from threadpoolctl import threadpool_limits
 
     from spatialmultiomics import annotate, factorize, io, pp, spatial
+    from spatialmultiomics._chunked_pipeline import run_chunked_pipeline, uses_chunked_route
     from spatialmultiomics._results import write_results
     from spatialmultiomics.align import align as align_modalities
     from spatialmultiomics.align._align import ROUTES, check_match_radius
@@ -353,6 +359,40 @@ def run_pipeline(
     )
     if markers is not None and not isinstance(markers, Mapping):
         markers = annotate.load_markers(markers)  # fail early on a bad marker file
+    if uses_chunked_route(  # zarr stores + backend='dask': the whole run out of core (_chunked_pipeline)
+        transcript_path,
+        protein_path,
+        backend=engine_spec.backend,
+        output_dir=output_dir,
+        extra_modalities=extra_modalities,
+        pixel_size_um=pixel_size_um,
+        align=align,
+        annotation_method=annotation_method,
+        spillover=spillover,
+    ):
+        return run_chunked_pipeline(
+            transcript_path,
+            protein_path,
+            output_dir=Path(output_dir),
+            engine_spec=engine_spec,
+            n_factors=n_factors,
+            radius=radius,
+            markers=markers,
+            markers_given=markers_given,
+            seed=seed,
+            platform_tx=canon_tx,
+            platform_prot=canon_prot,
+            expected=expected,
+            solver=solver,
+            modality_weights=modality_weights,
+            max_iter=max_iter,
+            n_top_genes=n_top_genes,
+            rna_normalization=rna_normalization,
+            protein_transform=protein_transform,
+            exclude_channels=pp.NON_MARKER_CHANNELS if exclude_channels == "default" else exclude_channels,
+            overwrite=overwrite,
+            progress=progress,
+        )
 
     stages = ["read", "align", "preprocess", "factorize", "annotate", "spatial", "write"]
     timings: dict[str, float] = {}

@@ -178,8 +178,12 @@ def _parse_extra(values: tuple[str, ...]) -> dict[str, Path]:
 
 
 def _summary(result, out: Path | None) -> None:
-    labels = result.shared_labels["cell_type"].value_counts()
-    click.echo(f"{len(result.shared_labels)} cells, {result.H_shared.shape[0]} factors, {len(labels)} cell types:")
+    if hasattr(result, "type_counts"):  # out of core: the per-cell table stays on disk
+        labels, n_cells, k = result.type_counts, result.n_cells, result.n_factors
+    else:
+        labels = result.shared_labels["cell_type"].value_counts()
+        n_cells, k = len(result.shared_labels), result.H_shared.shape[0]
+    click.echo(f"{n_cells} cells, {k} factors, {len(labels)} cell types:")
     for name, count in labels.items():
         click.echo(f"  {name:<28} {count:>8}")
     if out is not None:
@@ -206,10 +210,15 @@ def cli() -> None:
     "--tx",
     "tx",
     type=click.Path(path_type=Path),
-    help="Transcriptomics input: table (id, x, y, genes; CSV/TSV/parquet), .h5ad, or .h5mu with every modality.",
+    help="Transcriptomics input: table (id, x, y, genes; CSV/TSV/parquet), .h5ad, or .h5mu with every modality; "
+    "or a zarr store (rna.zarr, from `convert`) with --backend dask: the whole run out of core.",
 )
 @click.option(
-    "--prot", "prot", type=click.Path(path_type=Path), help="Proteomics input: table (id, x, y, proteins), .h5ad."
+    "--prot",
+    "prot",
+    type=click.Path(path_type=Path),
+    help="Proteomics input: table (id, x, y, proteins), .h5ad; or a zarr store with the --tx store's cells in the "
+    "same order (--backend dask, out of core).",
 )
 @click.option(
     "--tx-platform", default="generic", show_default=True, help=f"Transcriptomics platform: {_PLATFORM_HELP}."
@@ -378,6 +387,11 @@ def run(
     W_transcript.npy (genes x k), W_protein.npy (proteins x k), H_shared.npy (k x cells),
     nmf_factors.csv, factor_annotation.csv, result.h5mu, figures/ (PNG + SVG), report.html;
     with Visium-like spots over a single-cell table also spot_composition.csv and spot_cells.csv.
+
+    \b
+    Out of core (whole slides): --backend dask with zarr stores (`convert`), e.g.
+      spatialmultiomics run --backend dask --scheduler local --tx rna.zarr --prot prot.zarr --n-factors 20
+    writes shared_labels.csv, co_localization.csv, W_*.npy, H_shared.npy, cells.zarr, run_summary.json.
     """
     from spatialmultiomics._pipeline import run_pipeline
 
