@@ -11,7 +11,7 @@ import spatialmultiomics as smo
 from spatialmultiomics._errors import InputError
 from spatialmultiomics._mudata import mudata_options
 from spatialmultiomics.annotate import _assign, _by_cluster
-from spatialmultiomics.annotate._chunked import _fit_embedding, _GroupedNeighbors
+from spatialmultiomics.annotate._chunked import _Embedding
 from spatialmultiomics.annotate._cluster import joint_embedding
 
 da = pytest.importorskip("dask.array")
@@ -100,13 +100,33 @@ def test_chunked_assignment_equals_the_in_memory_annotation(tissue, monkeypatch)
     np.testing.assert_array_equal(res.codes.compute(), table[:, 1].astype(np.int64))
 
 
-def test_embedding_fitted_on_the_sample_is_the_libraries(tissue) -> None:
-    X = tissue["rna"].layers["preprocessed"][:500]
-    P = tissue["protein"].layers["preprocessed"][:500]
-    use = tissue["rna"].var["highly_variable"].to_numpy()
-    ref = joint_embedding([X[:, np.flatnonzero(use)], P], seed=0)
-    parts = [_fit_embedding(X, None if use.all() else np.flatnonzero(use), 0)[1], _fit_embedding(P, None, 0)[1]]
+def test_annotation_keeps_its_embedding_and_it_embeds_further_cells_alike(tissue, tmp_path) -> None:
+    """The record's embedding (arrays, through .h5mu) reproduces the clustering embedding, fitted on a sample."""
+    import mudata as md
+
+    with mudata_options():
+        sub = tissue[:500].copy()
+    smo.annotate.annotate(sub, method="cluster", seed=0)
+    with mudata_options():
+        sub.write(tmp_path / "sub.h5mu")
+        back = md.read_h5mu(tmp_path / "sub.h5mu")
+    record = back.uns["annotation"]["embedding"]
+    assert list(record["order"]) == ["rna", "protein"] and int(record["n_pcs"]) == 30
+    blocks = record["blocks"]
+    assert blocks["rna"]["components"].shape == (int(sub["rna"].var["highly_variable"].sum()), 30)
+    assert "components" not in blocks["protein"]  # 28 channels: the centred columns themselves
+    # applied to all 1,800 cells it equals the embedding fitted on the 500 (the in-memory route above max_cells)
+    X, P = tissue["rna"].layers["preprocessed"], tissue["protein"].layers["preprocessed"]
+    use = np.flatnonzero(tissue["rna"].var["highly_variable"].to_numpy())
+    channels = np.flatnonzero(tissue["protein"].var["highly_variable"].to_numpy())  # DNA and blanks left out
+    assert blocks["protein"]["features"].tolist() == channels.tolist() and channels.size < P.shape[1]
+    ref = joint_embedding([X[:, use], P[:, channels]], seed=0, fit_rows=np.arange(500))
+    parts = [
+        _Embedding.from_record(blocks["rna"], X.shape[1]).apply(X),
+        _Embedding.from_record(blocks["protein"], P.shape[1]).apply(P),
+    ]
     np.testing.assert_allclose(np.hstack(parts), ref, rtol=1e-5, atol=1e-5)
+    assert smo.annotate.annotate(sub, method="markers", inplace=False).embedding == {}
 
 
 def test_chunked_annotation_rejects_mismatched_blocks(tissue) -> None:
@@ -118,19 +138,3 @@ def test_chunked_annotation_rejects_mismatched_blocks(tissue) -> None:
         smo.annotate.annotate_chunked(_blocks(tissue), var_names={"rna": ["a"]})
     with pytest.raises(InputError, match="Dask array"):
         smo.annotate.annotate_chunked({"rna": np.zeros((3, 3))}, var_names={"rna": ["a", "b", "c"]})
-
-
-@pytest.mark.parametrize(("n_ref", "spread"), [(3000, 0.3), (3000, 3.0), (40, 1.0)])
-def test_grouped_search_finds_the_brute_force_neighbours(n_ref, spread) -> None:
-    from sklearn.neighbors import NearestNeighbors
-
-    rng = np.random.default_rng(0)
-    centres = rng.normal(0.0, 1.0, (12, 16))
-    R = (centres[rng.integers(0, 12, n_ref)] + rng.normal(0.0, spread, (n_ref, 16))).astype(np.float32)
-    Q = (centres[rng.integers(0, 12, 2000)] + rng.normal(0.0, spread, (2000, 16))).astype(np.float32)
-    Q[:50] = rng.normal(0.0, 5.0, (50, 16))  # far from every group
-    grouped = _GroupedNeighbors.fit(R, 15)
-    assert len(grouped.models) == (20 if n_ref == 3000 else 1)
-    got = np.sort(grouped.kneighbors(Q), axis=1)
-    brute = NearestNeighbors(n_neighbors=15, algorithm="brute").fit(R).kneighbors(Q, return_distance=False)
-    np.testing.assert_array_equal(got, np.sort(brute, axis=1))

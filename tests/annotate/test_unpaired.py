@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 import spatialmultiomics as smo
 from spatialmultiomics._keys import Keys
@@ -92,3 +93,23 @@ def test_annotate_measured_learns_the_types_from_the_fully_measured_cells_only(c
     assert np.array_equal(
         mdata.obs[Keys.CELL_TYPE].astype(str).to_numpy(), ref.obs[Keys.CELL_TYPE].astype(str).to_numpy()
     )
+
+
+def test_measured_part_holds_only_what_annotate_reads(corrupted) -> None:
+    from spatialmultiomics.annotate._unpaired import _measured_part
+
+    mdata, _, bad = corrupted
+    own = np.setdiff1d(np.arange(mdata.n_obs), bad)
+    before = mdata.uns[Keys.NMF_UNS]["annotation"]
+    sub = _measured_part(mdata, own)
+    assert list(sub.obs_names) == list(mdata.obs_names[own])
+    for name, adata in sub.mod.items():
+        assert adata.X is None and list(adata.layers) == [Keys.PREPROCESSED]  # no raw values, no other layer
+        got, full = adata.layers[Keys.PREPROCESSED], mdata[name].layers[Keys.PREPROCESSED][own]
+        assert sp.issparse(got) == sp.issparse(full)  # sparse stays sparse
+        np.testing.assert_array_equal(*(m.toarray() if sp.issparse(m) else m for m in (got, full)))
+        assert adata.varm[Keys.NMF_LOADINGS].shape == mdata[name].varm[Keys.NMF_LOADINGS].shape
+    np.testing.assert_array_equal(sub.obsm[Keys.NMF], mdata.obsm[Keys.NMF][own])
+    smo.annotate.annotate(sub, markers=mdata.uns["markers"], seed=0)
+    assert sub.uns[Keys.NMF_UNS]["annotation"]["params"]["clustering"]["n_clustered"] == own.size
+    assert mdata.uns[Keys.NMF_UNS]["annotation"] is before  # the original's record untouched

@@ -118,6 +118,11 @@ class AnnotationResult:
         for 'auto' and 'markers', loading shares for 'paper' and 'factors'.
     params
         The arguments used, the types used and dropped, the package version.
+    embedding
+        Method 'cluster': the clustering embedding as fitted (``'order'``, ``'n_pcs'``, and per modality under
+        ``'blocks'`` the ``'features'`` used, ``'shift'``, ``'scale'`` and for reduced blocks ``'components'``), so
+        further cells can be embedded the same way (:func:`~spatialmultiomics.annotate.annotate_chunked` reuses
+        it); empty for the other methods.
     """
 
     cell_type: pd.Series
@@ -126,6 +131,7 @@ class AnnotationResult:
     factor_table: pd.DataFrame
     cell_scores: pd.DataFrame
     params: dict[str, Any] = field(default_factory=dict)
+    embedding: dict[str, Any] = field(default_factory=dict)
 
 
 def _version() -> str:
@@ -434,7 +440,8 @@ def annotate(
     - ``mdata.obs['nmf_factor']``: dominant factor of each cell (-1 when none);
     - method 'cluster': ``mdata.obs['annotation_cluster']`` (the cluster of each cell) and
       ``obs['cell_type_overridden']`` (True where the cell's own markers overrode its cluster's name), and the
-      cluster table (size, name, evidence, marker positivity) under ``'clusters'`` of the annotation record;
+      cluster table (size, name, evidence, marker positivity) under ``'clusters'`` of the annotation record, and
+      the fitted clustering embedding (arrays; see :attr:`AnnotationResult.embedding`) under ``'embedding'``;
     - ``mdata.uns['nmf']['annotation']`` (``uns['annotation']`` when ``uns['nmf']`` is absent): the factor
       table as a dict of lists plus ``'params'``.
 
@@ -591,6 +598,7 @@ def annotate(
         factor_table=table,
         cell_scores=pd.DataFrame(cell_scores, index=mdata.obs_names, columns=score_types),
         params=params,
+        embedding=clustered.embedding if clustered is not None else {},
     )
     if not inplace:
         return result
@@ -604,6 +612,7 @@ def annotate(
     stored["params"] = params
     if clustered is not None:
         stored["clusters"] = {col: clustered.cluster_table[col].tolist() for col in clustered.cluster_table.columns}
+        stored["embedding"] = clustered.embedding
     if isinstance(mdata.uns.get(Keys.NMF_UNS), Mapping):
         mdata.uns[Keys.NMF_UNS]["annotation"] = stored
     else:

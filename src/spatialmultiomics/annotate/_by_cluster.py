@@ -47,11 +47,11 @@ from spatialmultiomics._sparse import one_hot
 from spatialmultiomics.annotate._cluster import (
     RESOLUTION_GRID,
     _assign_rest,
+    _embedding_inputs,
     _igraph,
     _knn,
-    _modality_blocks,
     _relabel_by_size,
-    joint_embedding,
+    fit_joint_embedding,
     leiden,
     merge_small_clusters,
     snn_graph,
@@ -83,6 +83,8 @@ MIN_CLUSTER_CELLS = 30
 MIN_COVERED = 0.95
 #: a marker is used for naming when at least this share of its variance lies between the clusters
 MIN_BETWEEN_SHARE = 0.05
+#: principal components of each modality's block in the clustering embedding
+N_PCS = 30
 #: half-width of the soft gate of single cells, in units of the marker's scaled range (1st-99th percentile = 1)
 SOFT_GATE_WIDTH = 0.1
 
@@ -110,6 +112,11 @@ class ClusterAnnotation:
         Boolean mask of the cells that took their own type.
     params
         Resolution chosen and why, gates, parameters.
+    embedding
+        The clustering embedding as fitted (arrays only, storable in ``uns``): ``'order'`` (the embedded
+        modalities, in the order of their columns), ``'n_pcs'``, and per modality under ``'blocks'``:
+        ``'features'`` (indices of the features used), ``'shift'``, ``'scale'`` and, for reduced blocks,
+        ``'components'`` (see :func:`~spatialmultiomics.annotate._cluster.fit_joint_embedding`).
     """
 
     calls: np.ndarray
@@ -120,6 +127,7 @@ class ClusterAnnotation:
     cluster_table: pd.DataFrame
     overridden: np.ndarray
     params: dict[str, Any] = field(default_factory=dict)
+    embedding: dict[str, Any] = field(default_factory=dict)
 
 
 def _marker_matrix(
@@ -330,9 +338,19 @@ def annotate_by_cluster(
     # 1. embedding, sample, graph
     rng = np.random.default_rng(seed)
     sample = np.arange(n) if n <= max_cells else np.sort(rng.choice(n, size=max_cells, replace=False))
-    E = joint_embedding(_modality_blocks(mdata), seed=seed, fit_rows=None if sample.size == n else sample)
+    inputs = _embedding_inputs(mdata)
+    E, fitted = fit_joint_embedding(
+        [X for _, _, X in inputs], n_pcs=N_PCS, seed=seed, fit_rows=None if sample.size == n else sample
+    )
+    embedding = {
+        "order": [name for name, _, _ in inputs],
+        "blocks": {name: {"features": use} | fit for (name, use, _), fit in zip(inputs, fitted, strict=True)},
+        "n_pcs": N_PCS,
+    }
     Es = E[sample]
-    G = snn_graph(Es, n_neighbors=n_neighbors)
+    # one neighbour search serves the graph and the smoothing of the counts below
+    knn = _knn(Es, n_neighbors, seed=seed) if Es.shape[0] >= 3 else None
+    G = snn_graph(Es, n_neighbors=n_neighbors, neighbors=knn)
 
     # 2. marker values of the sampled cells (counts smoothed over the embedding's neighbours), gates
     cols, pos, neg = _marker_matrix(mdata, marker_set, mods)
@@ -341,9 +359,8 @@ def annotate_by_cluster(
         raise InputError(msg)
     V = _values(mdata, cols, None if sample.size == n else sample)
     counts_cols = np.array([modality_kind(mdata, m) == "counts" for m, _ in cols], dtype=bool)
-    if counts_cols.any() and Es.shape[0] > 2:
-        idx = _knn(Es, n_neighbors)
-        V[:, counts_cols] = _smooth(V[:, counts_cols], idx)
+    if counts_cols.any() and knn is not None:
+        V[:, counts_cols] = _smooth(V[:, counts_cols], knn)
     gates = marker_gates(V, seed=seed)
     g = _igraph(G) if Es.shape[0] >= 3 else None
 
@@ -386,7 +403,7 @@ def annotate_by_cluster(
     clusters = np.empty(n, dtype=np.int64)
     clusters[sample] = lab_s
     if sample.size < n:
-        clusters[:] = _assign_rest(E, sample, lab_s, n_neighbors)
+        clusters[:] = _assign_rest(E, sample, lab_s, n_neighbors, seed=seed)
     cell_codes = codes[clusters]
     conf = np.clip(evidence[clusters], 0.0, 1.0)
 
@@ -461,4 +478,5 @@ def annotate_by_cluster(
         cluster_table=ctab,
         overridden=overridden,
         params=params,
+        embedding=embedding,
     )

@@ -9,17 +9,18 @@ Dask arrays (a zarr store of ten million cells), never holding more than the sam
 1. the same sample rows (``numpy.random.default_rng(seed).choice(n, max_cells)``, sorted) of every modality are
    pulled into memory and annotated with :func:`~spatialmultiomics.annotate.annotate` (``method='cluster'``), the
    library's own code;
-2. the pieces the assignment needs are fitted on the sample as the in-memory code fits them: the joint embedding
-   (per-modality PCA / centring and unit-variance scaling, :func:`~spatialmultiomics.annotate._cluster.joint_embedding`),
-   its top 16 principal components, the exact nearest-neighbour reference of at most 20,000 sampled cells, the
-   per-cluster names and evidence, the Otsu gates of the intensity markers and the override tree;
+2. the pieces the assignment needs are taken from that annotation or fitted on the sample as the in-memory code
+   fits them: the joint embedding (per-modality PCA / centring and unit-variance scaling, as
+   :func:`~spatialmultiomics.annotate.annotate` fitted it and kept in its record's ``'embedding'``; not fitted
+   again), its top 16 principal components, the exact nearest-neighbour reference of at most 20,000 sampled
+   cells, the per-cluster names and evidence, the Otsu gates of the intensity markers and the override tree;
 3. every chunk is assigned where Dask runs it (``map_blocks``; on the workers of a ``distributed`` cluster): the
    sampled rows keep their own result, the others are embedded, take the majority cluster of their nearest
    reference cells and its name, and are overridden by their own intensity markers as in memory. The nearest
-   reference cells are found exactly, as in memory, but group by group (:class:`_GroupedNeighbors`: k-means
-   groups of the reference and a triangle-inequality bound), which visits about 7 % of the reference on tissue
-   embeddings: 4.7x faster than the brute-force search on the 10-million-cell benchmark's data, the same
-   neighbours for all of 50,000 queries checked.
+   reference cells are found by the in-memory code's exact search
+   (:func:`~spatialmultiomics.annotate._neighbors.exact_neighbors`: k-means groups of the reference with proven
+   bounds where they spare most of it, which visited about 7 % of the reference on the 10-million-cell
+   benchmark's data, 4.7x faster than brute force; else brute force), with the same neighbours.
 
 The result equals :func:`~spatialmultiomics.annotate._by_cluster.annotate_by_cluster` on the whole matrix with the
 same ``max_cells`` and ``seed`` (``tests/annotate/test_chunked.py``).
@@ -46,9 +47,10 @@ from spatialmultiomics.annotate._by_cluster import (
     _marker_matrix,
     _tree,
 )
-from spatialmultiomics.annotate._cluster import _ASSIGN_REFERENCE, _TREE_DIMS
+from spatialmultiomics.annotate._cluster import apply_embedding, assign_pca, assign_reference
 from spatialmultiomics.annotate._markers import load_markers
 from spatialmultiomics.annotate._naming import TypeTree, descend, marker_gates
+from spatialmultiomics.annotate._neighbors import BruteNeighbors, GroupedNeighbors, exact_neighbors, vote
 from spatialmultiomics.annotate._score import DEFAULT_WEIGHTS, UNKNOWN, resolve_weights
 
 if TYPE_CHECKING:
@@ -56,9 +58,6 @@ if TYPE_CHECKING:
     from mudata import MuData
 
 __all__ = ["ChunkedAnnotation", "annotate_chunked"]
-
-#: PCs of each modality's block in the joint embedding (the default of joint_embedding)
-_N_PCS = 30
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,130 +115,22 @@ class ChunkedAnnotation:
 
 @dataclass
 class _Embedding:
-    """One modality's part of the joint embedding, fitted on the sample as ``_cluster._block`` fits it."""
+    """One modality's part of the joint embedding, as the in-memory annotation of the sample fitted it."""
 
     use: np.ndarray | None  # columns of the block in the embedding (None: all)
-    components: np.ndarray | None  # (p, n_comp) float32, None: the centred columns themselves
-    shift: np.ndarray  # subtracted after the projection (the centre when no components)
-    scale: np.float32  # the block is divided by this (root of its total variance on the sample)
-
-    def apply(self, X: Any) -> np.ndarray:
-        if self.use is not None:
-            X = X[:, self.use]
-        if self.components is None:
-            Y = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32) - self.shift
-        else:
-            Y = np.asarray(X @ self.components, dtype=np.float32) - self.shift
-        if self.scale != 0:
-            Y /= self.scale
-        return Y
-
-
-def _fit_embedding(X: Any, use: np.ndarray | None, seed: int) -> tuple[_Embedding, np.ndarray]:
-    """Fit one block's embedding on the sample rows ``X``; return it and the sample's embedded rows."""
-    sub = X[:, use] if use is not None else X
-    m, p = sub.shape
-    if p <= _N_PCS:
-        F = np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float32)
-        emb = _Embedding(use, None, F.mean(axis=0, dtype=np.float64).astype(np.float32), np.float32(0))
-    else:
-        from sklearn.decomposition import PCA
-
-        n_comp = max(1, min(_N_PCS, m - 1, p - 1))
-        if sp.issparse(sub):
-            pca = PCA(n_components=n_comp, svd_solver="arpack", random_state=seed)
-            pca.fit(sp.csr_matrix(sub, dtype=np.float32))
-        else:
-            solver = "randomized" if m > 5000 else "full"
-            pca = PCA(n_components=n_comp, svd_solver=solver, random_state=seed)
-            pca.fit(np.asarray(sub, dtype=np.float32))
-        C = pca.components_.astype(np.float32).T
-        emb = _Embedding(use, C, (pca.mean_.astype(np.float32) @ C).astype(np.float32), np.float32(0))
-    Y = emb.apply(X)
-    total = float(np.square(Y, dtype=np.float64).sum() / max(Y.shape[0], 1))
-    if total > 0:
-        emb.scale = np.float32(np.sqrt(total))
-        Y /= emb.scale
-    return emb, Y
-
-
-@dataclass
-class _GroupedNeighbors:
-    """Exact k nearest neighbours among reference points, searched group by group with a triangle-inequality bound.
-
-    The reference points are split into ``n_groups`` k-means groups (centre ``c_g``, radius ``r_g``: the largest
-    distance of a member to its centre). A query is first searched in the group of its nearest centre, which
-    gives an upper bound ``d_k`` on the distance of its k-th neighbour; every other group whose lower bound
-    ``|q - c_g| - r_g`` is below ``d_k`` (with a relative slack of 1e-5 for rounding) is searched too and the k
-    best kept. The neighbours are those of a brute-force search (scikit-learn's, the in-memory code's) up to exact
-    distance ties; on the clustered embeddings of tissue a query visits one or two groups, about 7 % of the
-    reference at 20,000 cells: 5-10 times less work than comparing it with every reference cell.
-    """
-
-    n_neighbors: int
-    centres: np.ndarray  # (G, d) float64
-    radius: np.ndarray  # (G,)
-    members: list[np.ndarray]  # reference indices of each group
-    models: list[Any]  # NearestNeighbors (brute) over each group's members
+    fitted: dict[str, Any]  # components, shift, scale (see _cluster.fit_joint_embedding)
 
     @classmethod
-    def fit(cls, R: np.ndarray, n_neighbors: int, n_groups: int = 20, seed: int = 0) -> _GroupedNeighbors:
-        from sklearn.cluster import KMeans
-        from sklearn.neighbors import NearestNeighbors
+    def from_record(cls, block: Mapping[str, Any], n_features: int) -> _Embedding:
+        """From one modality's entry of the annotation record's ``'embedding'`` (arrays, maybe read from h5)."""
+        use = np.asarray(block["features"], dtype=np.int64)
+        fitted = {"shift": np.asarray(block["shift"], dtype=np.float32), "scale": float(block["scale"])}
+        if "components" in block:
+            fitted["components"] = np.asarray(block["components"], dtype=np.float32)
+        return cls(None if use.size == n_features else use, fitted)
 
-        k = min(n_neighbors, R.shape[0])
-        g = max(1, min(n_groups, R.shape[0] // max(4 * k, 1)))
-        labels = (
-            np.zeros(R.shape[0], dtype=np.int64)
-            if g == 1
-            else KMeans(g, n_init=1, random_state=seed).fit(R.astype(np.float64)).labels_
-        )
-        members = [np.flatnonzero(labels == j) for j in range(g)]
-        members = [m for m in members if m.size]
-        centres = np.array([R[m].astype(np.float64).mean(axis=0) for m in members])
-        radius = np.array(
-            [
-                np.sqrt(np.square(R[m].astype(np.float64) - c).sum(axis=1)).max()
-                for m, c in zip(members, centres, strict=True)
-            ]
-        )
-        models = [NearestNeighbors(n_neighbors=min(k, m.size), algorithm="brute").fit(R[m]) for m in members]
-        return cls(k, centres, radius, members, models)
-
-    def kneighbors(self, Q: np.ndarray) -> np.ndarray:
-        """Indices (n, k) into the reference of the k nearest reference points of every row of ``Q``."""
-        n, k = Q.shape[0], self.n_neighbors
-        dc = np.sqrt(
-            np.maximum(
-                np.square(Q.astype(np.float64)).sum(axis=1)[:, None]
-                - 2.0 * Q.astype(np.float64) @ self.centres.T
-                + np.square(self.centres).sum(axis=1)[None, :],
-                0.0,
-            )
-        )
-        lower = dc - self.radius[None, :]
-        first = dc.argmin(axis=1)
-        best_d = np.full((n, k), np.inf)
-        best_i = np.full((n, k), -1, dtype=np.int64)
-
-        def merge(rows: np.ndarray, g: int) -> None:
-            d, i = self.models[g].kneighbors(Q[rows], return_distance=True)
-            d = np.concatenate([best_d[rows], d], axis=1)
-            i = np.concatenate([best_i[rows], self.members[g][i]], axis=1)
-            keep = np.argsort(d, axis=1, kind="stable")[:, :k]
-            best_d[rows] = np.take_along_axis(d, keep, axis=1)
-            best_i[rows] = np.take_along_axis(i, keep, axis=1)
-
-        for g in range(len(self.models)):
-            rows = np.flatnonzero(first == g)
-            if rows.size:
-                merge(rows, g)
-        bound = best_d[:, -1] * (1 + 1e-5) + 1e-9
-        for g in range(len(self.models)):
-            rows = np.flatnonzero((first != g) & (lower[:, g] <= bound))
-            if rows.size:
-                merge(rows, g)
-        return best_i
+    def apply(self, X: Any) -> np.ndarray:
+        return apply_embedding(X if self.use is None else X[:, self.use], self.fitted)
 
 
 @dataclass
@@ -251,7 +142,7 @@ class _Assigner:
     sample_out: np.ndarray  # (sample, 4): the sample's own result
     embeddings: list[_Embedding | None]  # per input block; None: not in the embedding
     pca: Any  # PCA to the top _TREE_DIMS components, or None
-    nn: _GroupedNeighbors  # exact nearest neighbours among the reference cells
+    nn: GroupedNeighbors | BruteNeighbors  # exact nearest neighbours among the reference cells
     ref_lab: np.ndarray
     cluster_codes: np.ndarray
     cluster_conf: np.ndarray
@@ -275,10 +166,7 @@ class _Assigner:
         del parts
         if self.pca is not None:
             E = np.asarray(self.pca.transform(E), dtype=np.float32)
-        from scipy.stats import mode
-
-        idx = self.nn.kneighbors(E)
-        clusters = np.asarray(mode(self.ref_lab[idx], axis=1, keepdims=False).mode, dtype=np.int64)
+        clusters = vote(self.ref_lab, self.nn.kneighbors(E))
         codes = self.cluster_codes[clusters].copy()
         conf = self.cluster_conf[clusters].astype(np.float64)
         overridden = np.zeros(rest.size, dtype=bool)
@@ -479,28 +367,21 @@ def annotate_chunked(
         if own.any():  # the exact evidence of the cluster: what its non-overridden cells carry
             cluster_conf[c] = float(s_conf[np.flatnonzero(own)[0]])
 
-    # 2. the assignment, fitted on the sample as the in-memory code fits it
+    # 2. the assignment, fitted on the sample as the in-memory code fits it; the embedding is the one the
+    # in-memory annotation fitted (record['embedding']), applied again to the sample's rows
     if sample.size < n:
-        embeddings: list[_Embedding | None] = []
-        parts = []
-        for name in names:
-            if not use[name].any():
-                embeddings.append(None)
-                continue
-            emb, Y = _fit_embedding(values[name], None if use[name].all() else np.flatnonzero(use[name]), seed)
-            embeddings.append(emb)
-            parts.append(Y)
+        fitted = record["embedding"]["blocks"]
+        embeddings = [
+            _Embedding.from_record(fitted[name], X.shape[1]) if name in fitted else None
+            for name, X in zip(names, arrays, strict=True)
+        ]
+        parts = [e.apply(values[name]) for name, e in zip(names, embeddings, strict=True) if e is not None]
         Es = np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
-        pca = None
-        if Es.shape[1] > _TREE_DIMS:
-            from sklearn.decomposition import PCA
-
-            pca = PCA(n_components=_TREE_DIMS, svd_solver="full").fit(Es)
+        pca = assign_pca(Es)
+        if pca is not None:
             Es = np.asarray(pca.transform(Es), dtype=np.float32)
-        ref = np.arange(sample.size)
-        if ref.size > _ASSIGN_REFERENCE:
-            ref = np.linspace(0, sample.size - 1, _ASSIGN_REFERENCE).round().astype(np.int64)
-        nn = _GroupedNeighbors.fit(Es[ref], n_neighbors, seed=seed)
+        ref = assign_reference(sample.size)
+        nn = exact_neighbors(Es[ref], min(n_neighbors, ref.size), seed=seed)
         ov = _override_model(smd, names, kind_of, values, types, params, weights, markers, extend, seed, cluster_codes)
         if not override:
             ov = None

@@ -18,11 +18,15 @@ Scale
     Above ``max_cells`` cells a seeded sample of ``max_cells`` cells is clustered and every other cell takes the
     majority cluster of its ``n_neighbors`` nearest sampled cells in the embedding (an exact search among 20,000
     of them, in the embedding's top 16 principal components).
+Neighbour searches
+    Exact, by :mod:`~spatialmultiomics.annotate._neighbors` (a KD-tree up to 16 dimensions; above, k-means groups
+    with proven bounds where they spare most of the data, else brute force); among points at the same distance
+    the smaller index is the nearer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +40,15 @@ from spatialmultiomics._sparse import one_hot
 if TYPE_CHECKING:
     from mudata import MuData
 
-__all__ = ["RESOLUTION_GRID", "joint_embedding", "leiden", "merge_small_clusters", "snn_graph"]
+__all__ = [
+    "RESOLUTION_GRID",
+    "apply_embedding",
+    "fit_joint_embedding",
+    "joint_embedding",
+    "leiden",
+    "merge_small_clusters",
+    "snn_graph",
+]
 
 #: dimensions of the neighbour search that assigns unsampled cells (the embedding's top principal components)
 _TREE_DIMS = 16
@@ -46,18 +58,22 @@ _ASSIGN_REFERENCE = 20_000
 RESOLUTION_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.4, 2.0)
 
 
-def _block(X: Any, n_pcs: int, seed: int, fit_rows: np.ndarray | None) -> np.ndarray:
+def _block(
+    X: Any, n_pcs: int, seed: int, fit_rows: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """One modality's embedding: the centred columns themselves when few, else the top ``n_pcs`` centred PCs.
 
     The centre and the components are fitted on ``fit_rows`` (all rows when None) and applied to every row, a
-    chunk at a time; sparse input is never densified beyond a chunk.
+    chunk at a time; sparse input is never densified beyond a chunk. Returns the embedded rows, the components
+    (p, n_comp) float32 (None: the columns themselves) and the shift subtracted after the projection.
     """
     n, p = X.shape
     fit = X if fit_rows is None else X[fit_rows]
     if p <= n_pcs:
         Y = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
         F = np.asarray(fit.toarray() if sp.issparse(fit) else fit, dtype=np.float32)
-        return Y - F.mean(axis=0, dtype=np.float64).astype(np.float32)
+        centre = F.mean(axis=0, dtype=np.float64).astype(np.float32)
+        return Y - centre, None, centre
     from sklearn.decomposition import PCA
 
     m = fit.shape[0]
@@ -74,7 +90,7 @@ def _block(X: Any, n_pcs: int, seed: int, fit_rows: np.ndarray | None) -> np.nda
     for a in range(0, n, 200_000):
         chunk = X[a : a + 200_000]
         out[a : a + chunk.shape[0]] = np.asarray(chunk @ C, dtype=np.float32) - shift
-    return out
+    return out, C, shift
 
 
 def joint_embedding(
@@ -98,31 +114,67 @@ def joint_embedding(
     -------
     float32 array (n_cells, d).
     """
+    return fit_joint_embedding(blocks, n_pcs=n_pcs, seed=seed, fit_rows=fit_rows)[0]
+
+
+def fit_joint_embedding(
+    blocks: Sequence[Any], *, n_pcs: int = 30, seed: int = 0, fit_rows: np.ndarray | None = None
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """:func:`joint_embedding`, and what was fitted per block, to embed further rows the same way.
+
+    Returns
+    -------
+    The embedding (n_cells, d) float32, and one dict per block: ``'components'`` (p_b, n_comp) float32 (absent
+    when the block's centred columns are used as they are), ``'shift'`` (n_comp,) float32 and ``'scale'`` (float):
+    a row ``x`` of the block embeds as ``(x @ components - shift) / scale`` (``(x - shift) / scale`` without
+    components; a scale of 0: not divided). :func:`apply_embedding` does that.
+    """
     if not blocks:
         msg = "joint_embedding needs at least one modality block."
         raise InputError(msg)
     parts = []
+    fitted: list[dict[str, Any]] = []
     for X in blocks:
-        Y = _block(X, n_pcs, seed, fit_rows)
+        Y, C, shift = _block(X, n_pcs, seed, fit_rows)
         F = Y if fit_rows is None else Y[fit_rows]
         total = float(np.square(F, dtype=np.float64).sum() / max(F.shape[0], 1))
+        scale = np.float32(np.sqrt(total)) if total > 0 else np.float32(0)
         if total > 0:
-            Y /= np.float32(np.sqrt(total))
+            Y /= scale
         parts.append(Y)
-    return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
+        fitted.append({"shift": shift, "scale": float(scale)} | ({} if C is None else {"components": C}))
+    return np.ascontiguousarray(np.hstack(parts), dtype=np.float32), fitted
 
 
-def _knn(E: np.ndarray, n_neighbors: int) -> np.ndarray:
-    """Indices (n, k) of each row's ``n_neighbors`` nearest other rows (exact, Euclidean)."""
-    from scipy.spatial import cKDTree
+def apply_embedding(X: Any, fitted: Mapping[str, Any]) -> np.ndarray:
+    """Embed the rows of one block ``X`` (its embedding features only) with one dict of :func:`fit_joint_embedding`."""
+    C = fitted.get("components")
+    shift = np.asarray(fitted["shift"], dtype=np.float32)
+    if C is None:
+        Y = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32) - shift
+    else:
+        Y = np.asarray(X @ np.asarray(C, dtype=np.float32), dtype=np.float32) - shift
+    scale = np.float32(fitted["scale"])
+    if scale != 0:
+        Y /= scale
+    return Y
+
+
+def _knn(E: np.ndarray, n_neighbors: int, *, seed: int = 0) -> np.ndarray:
+    """Indices (n, k) of each row's ``n_neighbors`` nearest other rows (exact, Euclidean).
+
+    Up to :data:`_TREE_DIMS` dimensions a KD-tree; above, :func:`~spatialmultiomics.annotate._neighbors.exact_neighbors`
+    (grouped where that visits little of the data, else brute force; ties: the smaller index first).
+    """
+    from spatialmultiomics.annotate._neighbors import exact_neighbors
 
     k = min(n_neighbors, E.shape[0] - 1)
     if E.shape[1] <= _TREE_DIMS:  # a KD-tree degrades to brute force in more dimensions
+        from scipy.spatial import cKDTree
+
         _, idx = cKDTree(E).query(E, k=k + 1, workers=-1)
     else:
-        from sklearn.neighbors import NearestNeighbors
-
-        idx = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(E).kneighbors(E, return_distance=False)
+        idx = exact_neighbors(E, k + 1, seed=seed).kneighbors(E)
     idx = np.asarray(idx, dtype=np.int64)
     # drop each row's own index (normally the first column; duplicated points may put it elsewhere)
     rows = np.arange(E.shape[0])[:, None]
@@ -132,7 +184,7 @@ def _knn(E: np.ndarray, n_neighbors: int) -> np.ndarray:
     return idx[~own].reshape(E.shape[0], k)
 
 
-def snn_graph(E: np.ndarray, *, n_neighbors: int = 15) -> sp.csr_matrix:
+def snn_graph(E: np.ndarray, *, n_neighbors: int = 15, neighbors: np.ndarray | None = None) -> sp.csr_matrix:
     """Shared-nearest-neighbour graph: kNN edges weighted by the Jaccard index of the two neighbour sets.
 
     Parameters
@@ -141,6 +193,9 @@ def snn_graph(E: np.ndarray, *, n_neighbors: int = 15) -> sp.csr_matrix:
         Embedding (n_cells, d).
     n_neighbors
         Neighbours per cell.
+    neighbors
+        The (n_cells, k) nearest other cells of every cell when already searched (``_knn(E, n_neighbors)``);
+        searched here when None.
 
     Returns
     -------
@@ -149,7 +204,7 @@ def snn_graph(E: np.ndarray, *, n_neighbors: int = 15) -> sp.csr_matrix:
     n = E.shape[0]
     if n < 3:
         return sp.csr_matrix((n, n), dtype=np.float64)
-    idx = _knn(np.asarray(E, dtype=np.float32), n_neighbors)
+    idx = _knn(np.asarray(E, dtype=np.float32), n_neighbors) if neighbors is None else np.asarray(neighbors)
     k = idx.shape[1]
     rows = np.repeat(np.arange(n), k)
     A = sp.csr_matrix((np.ones(n * k, dtype=np.float32), (rows, idx.ravel())), shape=(n, n))
@@ -250,6 +305,11 @@ def merge_small_clusters(G: sp.csr_matrix, labels: np.ndarray, min_size: int) ->
 
 
 def _modality_blocks(mdata: MuData) -> list[Any]:
+    return [X for _, _, X in _embedding_inputs(mdata)]
+
+
+def _embedding_inputs(mdata: MuData) -> list[tuple[str, np.ndarray, Any]]:
+    """(modality, indices of its features in the embedding, their preprocessed values) of every embedded modality."""
     blocks = []
     for name, adata in mdata.mod.items():
         X = adata.layers.get(Keys.PREPROCESSED, None)
@@ -259,7 +319,7 @@ def _modality_blocks(mdata: MuData) -> list[Any]:
         if not use.any():
             continue
         sub = X[:, np.flatnonzero(use)] if not use.all() else X
-        blocks.append(sub)
+        blocks.append((name, np.flatnonzero(use), sub))
         logger.debug("cluster embedding: %s, %d features", name, int(use.sum()))
     if not blocks:
         msg = (
@@ -270,16 +330,16 @@ def _modality_blocks(mdata: MuData) -> list[Any]:
     return blocks
 
 
-def _assign_rest(E: np.ndarray, sample: np.ndarray, lab: np.ndarray, n_neighbors: int) -> np.ndarray:
+def _assign_rest(E: np.ndarray, sample: np.ndarray, lab: np.ndarray, n_neighbors: int, *, seed: int = 0) -> np.ndarray:
     """Labels of all cells: the sample keeps its own, every other cell the majority of its nearest sampled cells.
 
-    The neighbours are searched (exactly, by BLAS distance products a chunk at a time) among at most
-    :data:`_ASSIGN_REFERENCE` sampled cells, in the embedding's top :data:`_TREE_DIMS` principal components; ties of
-    the vote go to the smaller cluster number (the larger cluster). At 1,000,000 cells a KD-tree query of all
-    50,000 sampled cells took 151-309 s (2 cores), this 10-20 times less.
+    The neighbours are searched exactly (:func:`~spatialmultiomics.annotate._neighbors.exact_neighbors`: group by
+    group where the bounds spare most of the reference, else brute force) among at most :data:`_ASSIGN_REFERENCE`
+    sampled cells, in the embedding's top :data:`_TREE_DIMS` principal components; ties of the vote go to the
+    smaller cluster number (the larger cluster). The same search assigns the cells of
+    :func:`~spatialmultiomics.annotate.annotate_chunked`.
     """
-    from scipy.stats import mode
-    from sklearn.neighbors import NearestNeighbors
+    from spatialmultiomics.annotate._neighbors import exact_neighbors, vote
 
     n = E.shape[0]
     out = np.empty(n, dtype=np.int64)
@@ -287,18 +347,30 @@ def _assign_rest(E: np.ndarray, sample: np.ndarray, lab: np.ndarray, n_neighbors
     rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
     if rest.size == 0:
         return out
-    if E.shape[1] > _TREE_DIMS:
-        from sklearn.decomposition import PCA
-
-        pca = PCA(n_components=_TREE_DIMS, svd_solver="full").fit(E[sample])
+    pca = assign_pca(E[sample])
+    if pca is not None:
         E = np.asarray(pca.transform(E), dtype=np.float32)
-    ref = np.arange(sample.size)
-    if ref.size > _ASSIGN_REFERENCE:  # evenly spaced over the (seeded, sorted) sample
-        ref = np.linspace(0, sample.size - 1, _ASSIGN_REFERENCE).round().astype(np.int64)
-    nn = NearestNeighbors(n_neighbors=min(n_neighbors, ref.size), algorithm="brute").fit(E[sample[ref]])
+    ref = assign_reference(sample.size)
+    nn = exact_neighbors(E[sample[ref]], min(n_neighbors, ref.size), seed=seed)
     ref_lab = lab[ref]
     for a in range(0, rest.size, 50_000):
         chunk = rest[a : a + 50_000]
-        idx = nn.kneighbors(E[chunk], return_distance=False)
-        out[chunk] = mode(ref_lab[idx], axis=1, keepdims=False).mode
+        out[chunk] = vote(ref_lab, nn.kneighbors(E[chunk]))
     return out
+
+
+def assign_pca(Es: np.ndarray) -> Any:
+    """PCA of the sample's embedding ``Es`` to its top :data:`_TREE_DIMS` components (None when it has fewer)."""
+    if Es.shape[1] <= _TREE_DIMS:
+        return None
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=_TREE_DIMS, svd_solver="full").fit(Es)
+
+
+def assign_reference(n_sample: int) -> np.ndarray:
+    """Positions in the sample of the reference cells: all, or :data:`_ASSIGN_REFERENCE` evenly spaced."""
+    ref = np.arange(n_sample)
+    if ref.size > _ASSIGN_REFERENCE:  # evenly spaced over the (seeded, sorted) sample
+        ref = np.linspace(0, n_sample - 1, _ASSIGN_REFERENCE).round().astype(np.int64)
+    return ref

@@ -196,6 +196,45 @@ def type_unpaired(
     return summary
 
 
+def _measured_part(mdata: MuData, rows: np.ndarray) -> MuData:
+    """The rows ``rows`` of ``mdata`` with only what :func:`annotate` reads, for it to annotate.
+
+    Per modality ``layers['preprocessed']`` (``X`` where that layer is missing), ``var``, ``varm['nmf_loadings']``
+    and the provenance; ``obsm['X_nmf']`` and a shallow copy of ``uns['nmf']`` (the annotation record is written
+    into the copy). At a million cells ``mdata[rows].copy()`` copied every other layer, ``X`` and ``obsm`` too: a
+    second copy of most of the data. Modalities whose cells are not those of ``mdata`` in the same order are
+    copied whole (``annotate`` then reports them).
+    """
+    import anndata as ad
+
+    from spatialmultiomics._mudata import make_mudata, mudata_options
+
+    if not all(a.obs_names.equals(mdata.obs_names) for a in mdata.mod.values()):
+        with mudata_options():
+            return mdata[rows].copy()
+    mods = {}
+    obs_names = mdata.obs_names[rows]
+    for name, adata in mdata.mod.items():
+        layer = adata.layers.get(Keys.PREPROCESSED, None)
+        part = ad.AnnData(
+            X=adata.X[rows] if layer is None else None,
+            obs=pd.DataFrame(index=obs_names),
+            var=adata.var,
+            layers=None if layer is None else {Keys.PREPROCESSED: layer[rows]},
+        )
+        if Keys.NMF_LOADINGS in adata.varm:
+            part.varm[Keys.NMF_LOADINGS] = adata.varm[Keys.NMF_LOADINGS]
+        if Keys.PROVENANCE in adata.uns:
+            part.uns[Keys.PROVENANCE] = adata.uns[Keys.PROVENANCE]
+        mods[name] = part
+    sub = make_mudata(mods)
+    if Keys.NMF in mdata.obsm:
+        sub.obsm[Keys.NMF] = np.asarray(mdata.obsm[Keys.NMF])[rows]
+    if isinstance(mdata.uns.get(Keys.NMF_UNS), Mapping):
+        sub.uns[Keys.NMF_UNS] = dict(mdata.uns[Keys.NMF_UNS])
+    return sub
+
+
 def annotate_measured(
     mdata: MuData,
     *,
@@ -225,7 +264,6 @@ def annotate_measured(
     -------
     What :func:`type_unpaired` returns (None when every cell is fully measured).
     """
-    from spatialmultiomics._mudata import mudata_options
     from spatialmultiomics.annotate._assign import annotate
 
     info = mdata.uns.get(Keys.NMF_UNS)
@@ -237,8 +275,7 @@ def annotate_measured(
         annotate(mdata, **kwargs)
         return type_unpaired(mdata, min_confidence=min_confidence, seed=kwargs.get("seed", 0), n_jobs=n_jobs)
     own = np.flatnonzero(~bad)
-    with mudata_options():
-        sub = mdata[own].copy()
+    sub = _measured_part(mdata, own)
     annotate(sub, **kwargs)
     n = mdata.n_obs
     typed = sub.obs[Keys.CELL_TYPE]
