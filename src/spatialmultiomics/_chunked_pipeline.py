@@ -393,7 +393,7 @@ def run_chunked_pipeline(
     from spatialmultiomics.io._write import atomic_output_dir
     from spatialmultiomics.pp._channels import check_exclude_channels
     from spatialmultiomics.spatial._dask import join_counts_tiled
-    from spatialmultiomics.spatial._nhood import _join_count_moments, _long_table, _result
+    from spatialmultiomics.spatial._nhood import _long_table, _result
 
     rows = int(chunk_rows or CHUNK_ROWS)
     requested_k = n_factors
@@ -605,15 +605,7 @@ def run_chunked_pipeline(
                 # ------------------------------------------------------------------ spatial
                 lazy_codes = da.from_zarr(codes_arr).map_blocks(_unknown_last, lut, dtype=np.int64)
                 tiled = join_counts_tiled(coords, lazy_codes, n_types=len(categories), radius=radius)
-                stats = {
-                    "S0": tiled.degree_sum,
-                    "Ssq": tiled.degree_sum,
-                    "Srec": tiled.degree_sum,
-                    "Sout2": tiled.degree_sq_sum,
-                    "Sin2": tiled.degree_sq_sum,
-                    "Sio": tiled.degree_sq_sum,
-                }
-                mean, var = _join_count_moments(tiled.n_cells.astype(np.float64), stats)
+                mean, var = tiled.moments()
                 n_cells_type = tiled.n_cells.sum(axis=0).astype(np.float64)
                 keep = np.flatnonzero([c != UNKNOWN for c in categories])
                 pairs = np.ix_(keep, keep)

@@ -484,7 +484,7 @@ def spatial_stage_tiled(
     from spatialmultiomics._keys import Keys
     from spatialmultiomics.spatial._dask import join_counts_tiled
     from spatialmultiomics.spatial._graph import _get_labels, _package_version
-    from spatialmultiomics.spatial._nhood import _join_count_moments, _result
+    from spatialmultiomics.spatial._nhood import _result
     from spatialmultiomics.spatial._niches import _isolated_name
 
     codes, categories = _get_labels(mdata, label_key)
@@ -524,15 +524,7 @@ def spatial_stage_tiled(
     mdata.uns[Keys.NICHE_COMPOSITION] = {"categories": list(categories), "params": niche_params}
 
     # co-localization: exact moments under relabelling within FOVs (undirected graph: the degree sums suffice)
-    stats = {
-        "S0": tiled.degree_sum,
-        "Ssq": tiled.degree_sum,
-        "Srec": tiled.degree_sum,
-        "Sout2": tiled.degree_sq_sum,
-        "Sin2": tiled.degree_sq_sum,
-        "Sio": tiled.degree_sq_sum,
-    }
-    mean, var = _join_count_moments(tiled.n_cells.astype(np.float64), stats)
+    mean, var = tiled.moments()
     n_cells = tiled.n_cells.sum(axis=0).astype(np.float64)
     keep = np.flatnonzero([c not in exclude for c in categories])
     pairs = np.ix_(keep, keep)

@@ -62,6 +62,18 @@ class TiledJoinCounts:
     neighbour_counts: np.ndarray | None
     n_tiles: int
 
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the exact mean and variance (K, K) of the join counts under relabelling within FOVs.
+
+        The graph is undirected, so the degree sums per FOV are all the moments need (``S0 = Ssq = Srec`` and
+        ``Sout2 = Sin2 = Sio``).
+        """
+        from spatialmultiomics.spatial._nhood import _join_count_moments
+
+        d, d2 = self.degree_sum, self.degree_sq_sum
+        stats = {"S0": d, "Ssq": d, "Srec": d, "Sout2": d2, "Sin2": d2, "Sio": d2}
+        return _join_count_moments(self.n_cells.astype(np.float64), stats)
+
 
 def _tile_counts(
     own_xy: np.ndarray,
@@ -445,7 +457,7 @@ def colocalization_tiled(
     """
     import pandas as pd
 
-    from spatialmultiomics.spatial._nhood import _join_count_moments, _result
+    from spatialmultiomics.spatial._nhood import _result
 
     expected = check_option(expected, ("exact", "paper"), name="expected")
     lazy = _on_disk(labels) if _lazy_coords(coords) is not None else None
@@ -465,15 +477,7 @@ def colocalization_tiled(
         categories = [str(c) for c in cat.categories]
         codes = cat.codes.astype(np.int64)
     tiled = join_counts_tiled(coords, codes, n_types=len(categories), radius=radius, tile_size=tile_size, fov=fov)
-    stats = {
-        "S0": tiled.degree_sum,
-        "Ssq": tiled.degree_sum,
-        "Srec": tiled.degree_sum,
-        "Sout2": tiled.degree_sq_sum,
-        "Sin2": tiled.degree_sq_sum,
-        "Sio": tiled.degree_sq_sum,
-    }
-    mean, var = _join_count_moments(tiled.n_cells, stats)
+    mean, var = tiled.moments()
     result = _result(categories, tiled.count, mean, var, tiled.n_cells.sum(axis=0), directed=False, expected=expected)
     params = {"radius": float(radius), "tile_size": tile_size, "expected": expected, "n_tiles": tiled.n_tiles}
     return type(result)(**{**result.__dict__, "params": params})
