@@ -381,7 +381,11 @@ def _tproduct_fixed(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, B: np.ndarray, m: int, n_chunks: int, width: int
 ) -> np.ndarray:
     """``X.T @ B`` compiled for one width of ``B`` (a literal): the loop over the columns is unrolled, the row of
-    ``B`` stays in registers and the SLP vectoriser packs the updates (compile it under :func:`_slp_compiled`)."""
+    ``B`` stays in registers and the SLP vectoriser packs the updates (compile it under :func:`_slp_compiled`).
+
+    The loop nest repeats :func:`_tproduct_any`'s on purpose: shared through an inlined helper over ``part[c]``
+    it lost the vectorisation (0.36 s against 0.12 s at 200,000 cells).
+    """
     numba.literally(width)
     n = indptr.shape[0] - 1
     step = (n + n_chunks - 1) // n_chunks
