@@ -22,7 +22,16 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 _SUBMODULES = ("align", "annotate", "cohort", "datasets", "factorize", "io", "pl", "pp", "report", "spatial")
 
-__all__ = ["InputError", "Keys", "PipelineResult", "__version__", "run_pipeline", "write_results", *_SUBMODULES]
+__all__ = [
+    "ChunkedPipelineResult",
+    "InputError",
+    "Keys",
+    "PipelineResult",
+    "__version__",
+    "run_pipeline",
+    "write_results",
+    *_SUBMODULES,
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -32,6 +41,10 @@ def __getattr__(name: str) -> Any:
         from spatialmultiomics import _pipeline
 
         return getattr(_pipeline, name)
+    if name == "ChunkedPipelineResult":
+        from spatialmultiomics._chunked_pipeline import ChunkedPipelineResult
+
+        return ChunkedPipelineResult
     if name == "write_results":
         from spatialmultiomics._results import write_results
 
