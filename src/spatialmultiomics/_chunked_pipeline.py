@@ -205,6 +205,7 @@ class _Store:
     ids: Any  # zarr array of cell ids
     coords: Any  # zarr array (n, 2) or None
     platform: str | None
+    fov: np.ndarray | None = None  # obs['fov'] when the store has it (graphs never cross it), in memory
 
 
 def _open_store(path: Path, name: str, argname: str, rows: int) -> _Store:
@@ -249,7 +250,13 @@ def _open_store(path: Path, name: str, argname: str, rows: int) -> _Store:
     if "uns" in root and "provenance" in root["uns"]:
         prov = read_elem(root["uns"]["provenance"])
         platform = str(prov.get("platform")) if isinstance(prov, Mapping) and prov.get("platform") else None
-    return _Store(name, Path(path), X, var_names, ids, coords, platform)
+    fov = None
+    if Keys.FOV in obs:  # a few bytes a cell: read whole, as the tiles need it in the client
+        fov = np.asarray(pd.Series(read_elem(obs[Keys.FOV])).astype(str).to_numpy(), dtype=object)
+        if fov.shape != (X.shape[0],):
+            msg = f"{argname}={str(path)!r}: obs['{Keys.FOV}'] has {fov.shape[0]} values for {X.shape[0]} cells."
+            raise InputError(msg)
+    return _Store(name, Path(path), X, var_names, ids, coords, platform, fov)
 
 
 def _read_ids(ids: Any, start: int, stop: int) -> np.ndarray:
@@ -453,6 +460,7 @@ def run_chunked_pipeline(
                     )
                     raise InputError(msg)
                 coords = with_xy[0].coords
+                fov = next((s.fov for s in stores.values() if s.fov is not None), None)
                 n = int(ref.X.shape[0])
                 t = done("open", t, cells=f"{n:,}", chunks=len(ref.X.chunks[0]))
                 # ------------------------------------------------------------------ preprocess
@@ -604,7 +612,7 @@ def run_chunked_pipeline(
                 t = done("factorize", t, iterations=int(model.n_iter_))
                 # ------------------------------------------------------------------ spatial
                 lazy_codes = da.from_zarr(codes_arr).map_blocks(_unknown_last, lut, dtype=np.int64)
-                tiled = join_counts_tiled(coords, lazy_codes, n_types=len(categories), radius=radius)
+                tiled = join_counts_tiled(coords, lazy_codes, n_types=len(categories), radius=radius, fov=fov)
                 mean, var = tiled.moments()
                 n_cells_type = tiled.n_cells.sum(axis=0).astype(np.float64)
                 keep = np.flatnonzero([c != UNKNOWN for c in categories])
