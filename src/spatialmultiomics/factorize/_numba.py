@@ -20,18 +20,22 @@ not inside the parallel loop): 0.49-0.54 -> 0.28-0.38 s. The HALS sweeps now go 
 the rows along the SIMD lanes (a coordinate's update and the k axpys of ``gram @ w`` are each one loop over the
 block's rows, no dependence between lanes, a row that stopped kept by a select): at <= 5 sweeps a row, 0.15-0.16
 -> 0.06-0.07 s at 200,000 cells, the same values bit for bit (float32 blocks gave 0.05 s more and were dropped:
-they change the values). ``X.T @ W`` (0.17-0.23 s) is unchanged. Tried and
-dropped: the width ``k`` as a compile-time constant (a closure per width: LLVM unrolled the loops into scalar
-code, 1.2-3.5x slower), hand-unrolled blocks of 8 columns (not vectorised, 4x slower), one fused kernel for the whole
-pass (product, sweeps and ``X.T @ W`` of each row while it is in cache: without sweeps 0.59 s against 0.40 s,
-its loops vectorised worse), per-chunk sums of ``X.T @ W`` that fit L1 (no faster: bound by instructions, not by
-the cache), ``W`` padded to 24 or 32 columns for ``X.T @ W`` (within 10 %, not worth the copy).
-For ``X @ G.T`` (session of 2026-12-07 08:30): ``G`` padded to 24 or 32 columns with the width a compile-time
-constant, as scalar accumulators, as loops of 8, with fused multiply-adds, or 8 stored values per update: all
-1.2-4x slower. With a constant width LLVM keeps the output row in 24 scalar registers and never vectorises it
-(the assembly: 24 ``vfmadd231ss`` per stored value); the same loop in C (gcc -O3 -march=native) took 0.38 s
-against this kernel's 0.11 s. What is left in the products is the random access to rows of ``G.T`` / ``X.T @ W``
-(160 kB, in L2, not L1): two cache lines per stored value.
+they change the values).
+
+Why a compile-time width was slower at first (the width ``k`` as a closure constant, ``G`` padded to 24 or 32
+columns, scalar accumulators, loops of 8: all 1.2-4x slower): numba switches LLVM's SLP vectoriser off (numba PR
+8852), so a loop over a constant width is unrolled into scalar code (the assembly: 24 ``vfmadd231ss`` per stored
+value; the same loop in C, gcc -O3 -march=native, 0.38 s against 0.11 s). With the SLP vectoriser on while they
+compile (:func:`_slp_compiled`), the kernels for one literal width are the fastest: ``X.T @ W`` 0.18-0.22 ->
+0.12-0.13 s at 200,000 cells (the row of ``W`` stays in registers; the same sums bit for bit), ``X @ G.T`` two
+stored values per update 0.15 -> 0.11 s at k = 20 (1.3-1.6x at k = 8 to 32). They run only for large products
+(``FIXED_MIN_WORK``), where their compilation pays. Tried and dropped: one fused kernel for the whole pass
+(product, sweeps and ``X.T @ W`` of each row while it is in cache: 0.59 s against 0.40 s with the old kernels,
+0.75 s against 0.26 s with the width kernels and the blocked sweeps: its loops vectorise worse), per-chunk sums of
+``X.T @ W`` that fit L1 and columns in L1-sized blocks with per-row segment pointers (slower), 4 or 8 stored values
+per update in the width kernels, ``W`` padded to 24 or 32 columns (within 10 %). What is left in the products is
+the random access to rows of ``G.T`` / ``X.T @ W`` (80 bytes each, in L2): about 2.3-2.6 ns per stored value at
+1,000,000 cells.
 
 No logging, no I/O, no AnnData here.
 """
