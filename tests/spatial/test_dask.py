@@ -39,6 +39,24 @@ def test_tiles_add_up_to_the_whole_graph(client, tile_size: float) -> None:
     assert tiled.n_tiles > 1 or tile_size == 5000.0
 
 
+def test_tiles_of_3d_coordinates_keep_every_edge() -> None:
+    """Tiles are x/y squares through every z; their halos too (a halo cut at the owner's z lost 31 % of the edges)."""
+    import dask
+
+    rng = np.random.default_rng(0)
+    xyz = rng.random((3000, 3)) * [600.0, 400.0, 300.0]
+    labels = rng.integers(0, 3, 3000)
+    conn, _ = radius_graph(xyz, 30.0)
+    rows = np.repeat(np.arange(xyz.shape[0]), np.diff(conn.indptr))
+    expected = np.zeros((3, 3))
+    np.add.at(expected, (labels[rows], labels[conn.indices]), 1)
+    with dask.config.set(scheduler="synchronous"):
+        for tile_size in (40.0, 100.0):
+            tiled = join_counts_tiled(xyz, labels, n_types=3, radius=30.0, tile_size=tile_size)
+            np.testing.assert_array_equal(tiled.count, expected)
+            assert tiled.n_tiles > 1
+
+
 def test_colocalization_tiled_equals_the_graph_statistics(client) -> None:
     import anndata as ad
     import pandas as pd

@@ -104,9 +104,11 @@ def _tile_counts(
 
 
 def _tiles(coords: np.ndarray, fov: np.ndarray, tile_size: float) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Return the cell order sorted by tile, tile bounds in that order, and a map tile key -> (start, stop)."""
-    origin = coords.min(axis=0)
-    cell = np.floor((coords - origin) / tile_size).astype(np.int64)
+    """Return the cell order sorted by tile, tile bounds in that order, and a map tile key -> (start, stop).
+
+    Tiles are squares of the first two coordinates (with 3-D coordinates, columns through every z)."""
+    origin = coords[:, :2].min(axis=0)
+    cell = np.floor((coords[:, :2] - origin) / tile_size).astype(np.int64)
     nx = int(cell[:, 0].max()) + 3
     ny = int(cell[:, 1].max()) + 3
     key = (fov * nx + (cell[:, 0] + 1)) * ny + (cell[:, 1] + 1)
@@ -314,7 +316,8 @@ def join_counts_tiled(
     coords
         Array (n_cells, 2) of coordinates in µm: in memory (NumPy), or on disk, read inside the tasks (a zarr
         array such as ``zarr.open_group(store)["obsm/spatial"]``, or a Dask array over one): see the module
-        docstring. The counts are the same either way.
+        docstring. The counts are the same either way. In memory, (n_cells, 3) works too: the tiles are squares in
+        x/y through every z, the distances are 3-D, as :func:`radius_graph` computes them.
     codes
         Integer type code per cell, in ``[0, n_types)`` (n_cells,): in memory (sent with the tasks, in the smallest
         integer type) or, with coordinates on disk, a zarr / Dask array read by the tasks too.
@@ -376,12 +379,15 @@ def join_counts_tiled(
         coords = np.zeros((0, 2))
     order, bounds, grid = _tiles(coords, fcode, tile_size) if n else (np.zeros(0, np.int64), np.zeros((0, 2)), {})
     tasks, owners = [], []
+    # tiles are squares in x/y (a column through every z of 3-D coordinates), their halos too; distances use all
+    # the coordinates
+    origin = grid.get("origin")
     for a, b in bounds:
         own = order[a:b]
         f = int(fcode[own[0]])
-        c = np.floor((coords[own[0]] - grid["origin"]) / tile_size).astype(np.int64)
-        lo = grid["origin"] + c * tile_size - radius
-        hi = grid["origin"] + (c + 1) * tile_size + radius
+        c = np.floor((coords[own[0], :2] - origin) / tile_size).astype(np.int64)
+        lo = origin + c * tile_size - radius
+        hi = origin + (c + 1) * tile_size + radius
         halo_parts = []
         for dx in (-1, 0, 1):
             for dy in (-1, 0, 1):
@@ -391,7 +397,7 @@ def join_counts_tiled(
                 if int(key) in grid["index"]:
                     s, e = grid["index"][int(key)]
                     cand = order[s:e]
-                    xy = coords[cand]
+                    xy = coords[cand, :2]
                     inside = np.all((xy >= lo) & (xy <= hi), axis=1)
                     halo_parts.append(cand[inside])
         halo = np.concatenate(halo_parts) if halo_parts else np.zeros(0, np.int64)
