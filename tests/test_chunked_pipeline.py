@@ -106,6 +106,25 @@ def test_cell_types_and_statistics_agree_with_the_in_memory_run(runs):
     np.testing.assert_allclose(res.W_protein, ref.W_protein, atol=1e-4 * ref.W_protein.max())
 
 
+def test_factors_are_named_as_in_memory(runs):
+    """factor_annotation.csv from the loadings, the factor masses and dominant-factor counts (smo.annotate.factor_table).
+
+    Measured (2026-12-07): the same 12 names (10 types, 2 Unknown) and cell counts, scores equal to 1e-6 (the
+    file's rounding unit), the seed's rule's scores exactly.
+    """
+    ref, res = runs
+    mem = pd.read_csv(ref.output_dir / "factor_annotation.csv")
+    ooc = pd.read_csv(res.output_dir / "factor_annotation.csv")
+    pd.testing.assert_frame_equal(ooc, res.factor_annotation.astype(ooc.dtypes.to_dict()), check_dtype=False)
+    assert len(ooc) == K
+    for col in ("cell_type", "paper_cell_type", "top_genes", "top_proteins"):
+        assert ooc[col].tolist() == mem[col].tolist(), col
+    np.testing.assert_allclose(ooc["score"], mem["score"], atol=1e-5)
+    np.testing.assert_allclose(ooc["paper_score"], mem["paper_score"], atol=1e-5)
+    assert ooc["n_cells"].sum() == N_CELLS
+    assert np.abs(ooc["n_cells"] - mem["n_cells"]).sum() <= 0.01 * N_CELLS  # the dominant factors agree >= 99 %
+
+
 def test_contract_files_have_the_in_memory_columns(runs):
     ref, res = runs
     mem_dir, out = ref.output_dir, res.output_dir
@@ -116,10 +135,11 @@ def test_contract_files_have_the_in_memory_columns(runs):
         "W_transcript.npy",
         "W_protein.npy",
         "H_shared.npy",
+        "factor_annotation.csv",
         "cells.zarr",
         "run_summary.json",
     }
-    for name in ("shared_labels.csv", "co_localization.csv"):
+    for name in ("shared_labels.csv", "co_localization.csv", "factor_annotation.csv"):
         assert list(pd.read_csv(out / name, nrows=2).columns) == list(pd.read_csv(mem_dir / name, nrows=2).columns)
     for name in ("W_transcript.npy", "W_protein.npy"):
         assert np.load(out / name).shape == np.load(mem_dir / name).shape

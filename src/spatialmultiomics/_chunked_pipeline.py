@@ -70,6 +70,7 @@ FILES = (
     "W_transcript.npy",
     "W_protein.npy",
     "H_shared.npy",
+    "factor_annotation.csv",
     "cells.zarr",
     "run_summary.json",
 )
@@ -164,6 +165,10 @@ class ChunkedPipelineResult:
         Feature loadings (n_genes, k) and (n_proteins, k); None for a modality not given.
     feature_loadings
         Modality name -> (n_features, k) loadings.
+    factor_annotation
+        One row per factor, as :attr:`PipelineResult.factor_annotation <spatialmultiomics.PipelineResult>`
+        (``factor_annotation.csv``): the type each factor's loadings name, its score, the seed's rule's name,
+        the cells it dominates and its top genes / proteins.
     n_cells, n_factors
         Cells and factors.
     output_dir
@@ -181,6 +186,7 @@ class ChunkedPipelineResult:
     W_transcript: np.ndarray | None
     W_protein: np.ndarray | None
     feature_loadings: dict[str, np.ndarray]
+    factor_annotation: pd.DataFrame
     n_cells: int
     n_factors: int
     output_dir: Path
@@ -376,6 +382,8 @@ def run_chunked_pipeline(
     - ``W_transcript.npy`` (genes x k, zero rows for the genes not factorized), ``W_protein.npy``,
     - ``H_shared.npy``: (k, n_cells) float32, written a block of cells at a time (open it with
       ``numpy.load(path, mmap_mode='r')``),
+    - ``factor_annotation.csv``: one row per factor, as in memory (:func:`smo.annotate.factor_table`: the factors
+      named from their loadings, their mass and the cells they dominate, which are all it needs of the cells),
     - ``cells.zarr``: per cell ``W`` (n_cells, k), ``nmf_factor``, ``cell_type_code`` (index into the ``types``
       attribute, -1 = Unknown) and ``confidence``, chunked like the input,
     - ``run_summary.json``: parameters, versions, engine, the preprocessing decisions, the factorization's
@@ -383,8 +391,8 @@ def run_chunked_pipeline(
 
     Not written (they need every cell in memory, or are redundant at this size): ``result.h5mu`` (the inputs are
     the zarr stores, the per-cell results ``cells.zarr``), ``nmf_factors.csv`` (the loadings of ten million cells
-    as text, ~2 GB: ``H_shared.npy`` / ``cells.zarr`` hold them), ``niche_composition.csv``,
-    ``factor_annotation.csv``, ``figures/`` and ``report.html``.
+    as text, ~2 GB: ``H_shared.npy`` / ``cells.zarr`` hold them), ``niche_composition.csv``, ``figures/`` and
+    ``report.html``.
     """
     import dask.array as da
     import zarr
@@ -392,7 +400,7 @@ def run_chunked_pipeline(
     from spatialmultiomics import pp
     from spatialmultiomics._engine import start_engine
     from spatialmultiomics._inputs import _versions
-    from spatialmultiomics.annotate import annotate_chunked
+    from spatialmultiomics.annotate import annotate_chunked, factor_table
     from spatialmultiomics.annotate._score import UNKNOWN
     from spatialmultiomics.factorize import JointNMF, select_n_factors
     from spatialmultiomics.factorize._api import _weights
@@ -598,6 +606,19 @@ def run_chunked_pipeline(
                     full = np.zeros((used[m].size, n_factors), dtype=np.float32)
                     full[used[m]] = np.asarray(H, dtype=np.float32).T
                     loadings[m] = full
+                # the factors named as in memory: from their loadings, their mass and the cells they dominate
+                mass, by_factor = da.compute(
+                    da.from_zarr(w_arr).sum(axis=0, dtype=np.float64),
+                    da.bincount(da.from_zarr(dom_arr).astype(np.int64) + 1, minlength=n_factors + 1),
+                )
+                factors = factor_table(
+                    loadings,
+                    {m: list(stores[m].var_names) for m in names},
+                    mass,
+                    by_factor[1:],
+                    markers,
+                    method="cluster",
+                )
                 rel_err = float(model.loss_curve_[-1]) if len(model.loss_curve_) else float("nan")
                 record["factorize"] = {"n_iter": int(model.n_iter_), "relative_error": rel_err}
                 if selection is not None:
@@ -637,6 +658,7 @@ def run_chunked_pipeline(
                 label_names = np.array([*res.types, UNKNOWN], dtype=object)
                 write_csv_parts(_label_blocks(ref, coords, cells, label_names, n), tmp / "shared_labels.csv")
                 co_table.to_csv(tmp / "co_localization.csv", index=False)
+                factors.to_csv(tmp / "factor_annotation.csv", index=False)
                 for m, loading in loadings.items():
                     np.save(tmp / f"{_LOADING_FILES[m]}.npy", loading)
                 H = np.lib.format.open_memmap(tmp / "H_shared.npy", mode="w+", dtype=np.float32, shape=(n_factors, n))
@@ -693,6 +715,7 @@ def run_chunked_pipeline(
         W_transcript=loadings.get(Keys.RNA),
         W_protein=loadings.get(Keys.PROTEIN),
         feature_loadings=loadings,
+        factor_annotation=factors,
         n_cells=n,
         n_factors=n_factors,
         output_dir=Path(output_dir),

@@ -227,3 +227,28 @@ def test_extend_adds_user_types_to_the_builtin_reference(bench):
     assert np.mean(calls[truth == "Epithelial"] == "Epithelial") >= 0.9
     with pytest.raises(InputError, match="denoise must be one of"):
         annotate(bench, markers=mine, denoise="some")
+
+
+@pytest.mark.parametrize("method", ["paper", "auto", "cluster"])
+def test_factor_table_from_the_factors_alone_is_annotates(bench, method):
+    """What the out-of-core pipeline writes as factor_annotation.csv: the table of annotate without the cells."""
+    from spatialmultiomics.annotate import factor_table
+
+    markers = None if method == "cluster" else PAPER_MARKERS
+    if method == "cluster":
+        from spatialmultiomics import pp
+
+        pp.preprocess(bench)
+    res = annotate(bench, markers=markers, method=method, inplace=False)
+    W = np.asarray(bench.obsm["X_nmf"], dtype=np.float64)
+    loadings = {m: bench[m].varm["nmf_loadings"] for m in ("rna", "protein")}
+    names = {m: list(bench[m].var_names) for m in bench.mod}
+    dom = res.factor[res.factor >= 0]
+    table = factor_table(loadings, names, W.sum(axis=0), np.bincount(dom, minlength=W.shape[1]), markers, method=method)
+    pd.testing.assert_frame_equal(table, res.factor_table)
+    if method != "cluster":  # perfect factors: factor t is type t (the built-in reference names other types)
+        assert table["cell_type"].tolist() == list(bench.obs["true_cell_type"].cat.categories)
+    with pytest.raises(InputError, match="n_cells must hold one count per factor"):
+        factor_table(loadings, names, W.sum(axis=0), np.zeros(2), markers)
+    with pytest.raises(InputError, match=r"loadings\['rna'\] must be"):
+        factor_table({"rna": loadings["rna"][:5]}, names, W.sum(axis=0), np.zeros(W.shape[1]), markers)

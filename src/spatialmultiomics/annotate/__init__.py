@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spatialmultiomics.annotate._assign import AnnotationResult, annotate
+from spatialmultiomics.annotate._assign import AnnotationResult, annotate, factor_table
 from spatialmultiomics.annotate._chunked import ChunkedAnnotation, annotate_chunked
 from spatialmultiomics.annotate._markers import MarkerSet, load_markers, merge_markers
 from spatialmultiomics.annotate._reference import builtin_markers
@@ -20,6 +20,7 @@ __all__ = [
     "annotate_chunked",
     "annotate_measured",
     "builtin_markers",
+    "factor_table",
     "load_markers",
     "merge_markers",
     "paper_factor_scores",

@@ -87,7 +87,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from mudata import MuData
 
-__all__ = ["METHODS", "AnnotationResult", "annotate"]
+__all__ = ["METHODS", "AnnotationResult", "annotate", "factor_table"]
 
 METHODS = ("cluster", "auto", "paper", "factors", "markers")
 #: minimum marker enrichment for a factor to be named (methods 'auto' and 'factors')
@@ -244,6 +244,154 @@ def _marker_columns(
     return cols, columns
 
 
+def _usable_types(
+    marker_set: MarkerSet,
+    tree_set: MarkerSet,
+    index: dict[str, dict[str, np.ndarray]],
+    own: dict[str, dict[str, np.ndarray]],
+    data_mods: list[str],
+    method: str,
+) -> tuple[list[str], list[str]]:
+    """The flattened types a method scores, and the dropped ones (all types for 'paper', the seed's rule)."""
+    if method == "paper":
+        return list(marker_set.types), []
+    types, dropped = _select_types(marker_set, index, data_mods)
+    if tree_set.hierarchical:
+        # a flattened type needs one of its own markers: CD45 inherited from 'Immune cells' does not make a
+        # panel without CD3 or CD4 able to see CD4 T cells
+        blind = [t for t in types if t in own and not any(own[t][m].size for m in data_mods)]
+        types = [t for t in types if t not in blind]
+        dropped = [t for t in marker_set.types if t not in types]
+    return types, dropped
+
+
+def _name_factors(
+    loadings: dict[str, np.ndarray],
+    feature_names: dict[str, list[str]],
+    marker_set: MarkerSet,
+    data_mods: list[str],
+    sub_index: dict[str, dict[str, np.ndarray]],
+    types: list[str],
+    factor_mass: np.ndarray,
+    *,
+    method: str,
+    n_top: Mapping[str, int] | None,
+    weights: Mapping[str, float] | None,
+) -> tuple[Any, list[str], np.ndarray]:
+    """The seed's factor scores, and each factor's name and score for ``method`` (the enrichment of its loadings
+    in each type's markers, weighted by the factor's mass ``W.sum(axis=0)``; the seed's rule for 'paper')."""
+    mods_l = [m for m in loadings if m in data_mods]
+    paper = paper_factor_scores(
+        {m: loadings[m] for m in mods_l} or loadings, feature_names, marker_set, n_top=n_top, weights=weights
+    )
+    if method == "paper":
+        return paper, list(paper.labels), paper.best_scores
+    E = (
+        factor_marker_enrichment({m: loadings[m] for m in mods_l}, sub_index, factor_mass=factor_mass, weights=weights)
+        if mods_l
+        else np.zeros((factor_mass.size, len(types)))
+    )
+    labels, _, scores = _factor_names(E, types)
+    return paper, labels, scores
+
+
+def factor_table(
+    loadings: Mapping[str, np.ndarray],
+    feature_names: Mapping[str, Sequence[str]],
+    factor_mass: np.ndarray,
+    n_cells: np.ndarray,
+    markers: Any = None,
+    *,
+    extend: bool | str = False,
+    method: str = "cluster",
+    n_top: Mapping[str, int] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """The factor table of :func:`annotate` (``factor_annotation.csv``) from the factors' totals alone.
+
+    For factorizations whose cells are not in memory (the out-of-core pipeline): the names depend on the
+    feature loadings and on the cells only through each factor's mass, so the table is the one :func:`annotate`
+    writes for the same factors, without the cells.
+
+    Parameters
+    ----------
+    loadings
+        ``{modality: (n_features, k)}`` feature loadings, as ``mdata.uns['nmf']['loadings']``.
+    feature_names
+        ``{modality: names}`` of every modality of the data, in the data's order (the markers are matched here).
+    factor_mass
+        ``W.sum(axis=0)`` over all cells (k,).
+    n_cells
+        Cells whose dominant factor each factor is (k,): ``np.bincount`` of ``obs['nmf_factor']`` without the -1.
+    markers, extend, method, n_top, weights
+        As in :func:`annotate`.
+
+    Returns
+    -------
+    DataFrame: ``factor``, ``cell_type``, ``score``, ``paper_cell_type``, ``paper_score``, ``n_cells``,
+    ``top_genes``, ``top_proteins``, as :attr:`AnnotationResult.factor_table`.
+    """
+    method = check_option(method, METHODS, name="method")
+    names = {m: [str(v) for v in feature_names[m]] for m in feature_names}
+    loadings = {m: np.nan_to_num(np.asarray(L, dtype=np.float64), nan=0.0) for m, L in loadings.items()}
+    factor_mass = np.asarray(factor_mass, dtype=np.float64)
+    n_cells = np.asarray(n_cells, dtype=np.int64)
+    for m, L in loadings.items():
+        if m not in names or L.ndim != 2 or L.shape != (len(names[m]), factor_mass.size):
+            msg = (
+                f"loadings[{m!r}] must be (n_features, k) = ({len(names.get(m, []))}, {factor_mass.size}) "
+                f"with feature_names[{m!r}], got shape {L.shape}."
+            )
+            raise InputError(msg)
+    if n_cells.shape != factor_mass.shape:
+        msg = f"n_cells must hold one count per factor ({factor_mass.size}), got shape {n_cells.shape}."
+        raise InputError(msg)
+    tree_set, marker_set, data_mods, index, own = _marker_index(markers, extend, names, method)
+    types, _ = _usable_types(marker_set, tree_set, index, own, data_mods, method)
+    top_n = resolve_weights(list(loadings), n_top, DEFAULT_N_TOP, name="n_top")
+    paper, labels, scores = _name_factors(
+        loadings,
+        names,
+        marker_set,
+        data_mods,
+        {t: index[t] for t in types},
+        types,
+        factor_mass,
+        method=method,
+        n_top=n_top,
+        weights=weights,
+    )
+    return _factor_table(n_cells, loadings, names, labels, scores, paper, top_n)
+
+
+def _marker_index(
+    markers: Any, extend: bool | str, feature_names: dict[str, list[str]], method: str
+) -> tuple[MarkerSet, MarkerSet, list[str], dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
+    """The reference (as given and flattened), the modalities it names in the data, and where each type's markers
+    (flattened, and its own) are among the features; errors when nothing matches."""
+    tree_set = load_markers(markers, extend=extend, extra_modalities=list(feature_names))
+    # the flat methods score leaf types with their ancestors' markers; 'cluster' walks the hierarchy
+    marker_set = tree_set.flat()
+    data_mods = [m for m in feature_names if m in marker_set.modalities]
+    if not data_mods:
+        msg = (
+            f"markers ({marker_set.name}) name modalities {marker_set.modalities}, none of which is in the data "
+            f"({list(feature_names)})."
+        )
+        raise InputError(msg)
+    index = match_markers(marker_set, {m: feature_names[m] for m in data_mods})
+    if not any(index[t][m].size for t in marker_set.types for m in data_mods):
+        msg = f"no marker of {marker_set.name} matches a feature of the data (modalities {data_mods})."
+        raise InputError(msg)
+    # each type's own markers (before flattening) found in the data
+    own = (
+        match_markers(tree_set, {m: feature_names[m] for m in data_mods})
+        if tree_set.hierarchical or method == "cluster"
+        else index
+    )
+    return tree_set, marker_set, data_mods, index, own
+
+
 def _factor_names(enrichment: np.ndarray, types: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Label (or Unknown), best type index and score of each factor from its enrichment row."""
     k = enrichment.shape[0]
@@ -264,7 +412,7 @@ def _dominant(W: np.ndarray) -> np.ndarray:
 
 
 def _factor_table(
-    W: np.ndarray | None,
+    n_cells: np.ndarray | None,
     loadings: dict[str, np.ndarray],
     feature_names: dict[str, list[str]],
     labels: list[str],
@@ -272,17 +420,17 @@ def _factor_table(
     paper: Any,
     n_top: dict[str, int],
 ) -> pd.DataFrame:
-    if W is None:
+    """The factor table; ``n_cells``: the cells whose dominant factor each factor is (None: no factors)."""
+    if n_cells is None:
         return pd.DataFrame(columns=["factor", "cell_type", "score", "n_cells"])
-    k = W.shape[1]
-    dom = _dominant(W)
+    k = n_cells.size
     table: dict[str, Any] = {
         "factor": np.arange(k),
         "cell_type": labels,
         "score": np.round(np.asarray(scores, dtype=np.float64), 6),
         "paper_cell_type": paper.labels,
         "paper_score": np.round(paper.best_scores, 6),
-        "n_cells": np.bincount(dom[dom >= 0], minlength=k),
+        "n_cells": np.asarray(n_cells, dtype=np.int64),
     }
     for m, L in loadings.items():
         key = {Keys.RNA: "top_genes", Keys.PROTEIN: "top_proteins"}.get(m, f"top_{m}")
@@ -462,42 +610,13 @@ def annotate(
     denoise = check_option(denoise, ("auto", "counts", "all", "none"), name="denoise")
     unknown_threshold = check_in_range(unknown_threshold, name="unknown_threshold", low=0.0, high=10.0)
     W, loadings = _get_factors(mdata, required=method not in ("markers", "cluster"))
-    tree_set = load_markers(markers, extend=extend, extra_modalities=list(mdata.mod))
-    # the flat methods score leaf types with their ancestors' markers; 'cluster' walks the hierarchy
-    marker_set = tree_set.flat()
     feature_names = {m: [str(v) for v in mdata.mod[m].var_names] for m in mdata.mod}
-    data_mods = [m for m in mdata.mod if m in marker_set.modalities]
-    if not data_mods:
-        msg = (
-            f"markers ({marker_set.name}) name modalities {marker_set.modalities}, none of which is in the data "
-            f"({list(mdata.mod)})."
-        )
-        raise InputError(msg)
-    index = match_markers(marker_set, {m: feature_names[m] for m in data_mods})
-    if not any(index[t][m].size for t in marker_set.types for m in data_mods):
-        msg = f"no marker of {marker_set.name} matches a feature of the data (modalities {data_mods})."
-        raise InputError(msg)
+    tree_set, marker_set, data_mods, index, own = _marker_index(markers, extend, feature_names, method)
     top_n = resolve_weights(list(loadings), n_top, DEFAULT_N_TOP, name="n_top")
     weights_used = resolve_weights(data_mods, weights, DEFAULT_WEIGHTS, name="weights")
-
-    # each type's own markers (before flattening) found in the data
-    own = (
-        match_markers(tree_set, {m: feature_names[m] for m in data_mods})
-        if tree_set.hierarchical or method == "cluster"
-        else index
-    )
-    if method == "paper":
-        types, dropped = list(marker_set.types), []
-    else:
-        types, dropped = _select_types(marker_set, index, data_mods)
-        if tree_set.hierarchical:
-            # a flattened type needs one of its own markers: CD45 inherited from 'Immune cells' does not make a
-            # panel without CD3 or CD4 able to see CD4 T cells
-            blind = [t for t in types if t in own and not any(own[t][m].size for m in data_mods)]
-            types = [t for t in types if t not in blind]
-            dropped = [t for t in marker_set.types if t not in types]
-        if dropped and method != "cluster":  # the cluster method gates through the hierarchy: logged below
-            logger.info("annotate: types with too few markers in the data are not used: %s", dropped)
+    types, dropped = _usable_types(marker_set, tree_set, index, own, data_mods, method)
+    if dropped and method not in ("cluster", "paper"):  # the cluster method gates through the hierarchy: below
+        logger.info("annotate: types with too few markers in the data are not used: %s", dropped)
     sub_index = {t: index[t] for t in types}
     clustered = None
     if method == "cluster":
@@ -532,21 +651,18 @@ def annotate(
     factor_labels: list[str] = []
     factor_scores = np.zeros(0)
     if W is not None:
-        mods_l = [m for m in loadings if m in data_mods]
-        paper = paper_factor_scores(
-            {m: loadings[m] for m in mods_l} or loadings, feature_names, marker_set, n_top=n_top, weights=weights
+        paper, factor_labels, factor_scores = _name_factors(
+            loadings,
+            feature_names,
+            marker_set,
+            data_mods,
+            sub_index,
+            types,
+            W.sum(axis=0),
+            method=method,
+            n_top=n_top,
+            weights=weights,
         )
-        if method == "paper":
-            factor_labels, factor_scores = list(paper.labels), paper.best_scores
-        else:
-            E = (
-                factor_marker_enrichment(
-                    {m: loadings[m] for m in mods_l}, sub_index, factor_mass=W.sum(axis=0), weights=weights
-                )
-                if mods_l
-                else np.zeros((W.shape[1], len(types)))
-            )
-            factor_labels, _, factor_scores = _factor_names(E, types)
     dom = _dominant(W) if W is not None else np.full(mdata.n_obs, -1, dtype=np.int64)
 
     # 2. cell calls
@@ -590,7 +706,8 @@ def annotate(
     }
     if clustered is not None:
         params["clustering"] = clustered.params
-    table = _factor_table(W, loadings, feature_names, factor_labels, factor_scores, paper, top_n)
+    n_cells = None if W is None else np.bincount(dom[dom >= 0], minlength=W.shape[1])
+    table = _factor_table(n_cells, loadings, feature_names, factor_labels, factor_scores, paper, top_n)
     result = AnnotationResult(
         cell_type=cell_type,
         confidence=confidence,
