@@ -166,6 +166,23 @@ def test_cells_in_another_order_are_refused_naming_both_stores(tissue, stores, t
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("modality", ["rna", "protein"])
+def test_values_that_are_not_raw_name_the_store(tissue, client, tmp_path, modality):
+    """Scaled (negative) values in a store: one error naming the store, as in memory (it crashed in PCA for RNA)."""
+    with warnings.catch_warnings():  # mudata's note on var names shared by the modalities
+        warnings.simplefilter("ignore", UserWarning)
+        bad = tissue.copy()
+        X = bad[modality].X
+        X = X.toarray() if sp.issparse(X) else np.asarray(X)
+        bad.mod[modality].X = (X - X.mean(axis=0)) / (X.std(axis=0) + 1.0)
+    paths = _write_stores(tmp_path / "bad", bad)
+    arg = {"rna": "transcript_path", "protein": "protein_path"}[modality]
+    with pytest.raises(InputError, match=f"^{arg}=.*{modality}.zarr.*non-negative.*found negative") as err:
+        smo.run_pipeline(paths["rna"], paths["protein"], n_factors=K, output_dir=tmp_path / "o", backend="dask")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -38,6 +38,7 @@ import json
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -265,6 +266,16 @@ def _open_store(path: Path, name: str, argname: str, rows: int) -> _Store:
     return _Store(name, Path(path), X, var_names, ids, coords, platform, fov)
 
 
+@contextmanager
+def _naming(path: Path, argname: str) -> Iterator[None]:
+    """Prefix an input error raised while a store's values are read (by the workers too) with the store."""
+    try:
+        yield
+    except InputError as err:
+        msg = f"{argname}={str(path)!r}: {err}"
+        raise InputError(msg) from None
+
+
 def _read_ids(ids: Any, start: int, stop: int) -> np.ndarray:
     """Cell ids ``start:stop`` as an object array of str (zarr v3 gives numpy's StringDType)."""
     return np.array([str(v) for v in np.asarray(ids[start:stop]).tolist()], dtype=object)
@@ -481,7 +492,8 @@ def run_chunked_pipeline(
                     norm = X.map_blocks(
                         pp.normalize_chunk, method=rna_normalization, target_sum=1e4, dtype=np.float32, meta=X._meta
                     )
-                    hvg = pp.highly_variable_genes_chunked(norm, n_top_genes=n_top_genes)
+                    with _naming(stores[Keys.RNA].path, "transcript_path"):  # the first pass reads every chunk
+                        hvg = pp.highly_variable_genes_chunked(norm, n_top_genes=n_top_genes)
                     mask = np.asarray(hvg.highly_variable, dtype=bool)
                     ann_blocks[Keys.RNA], used[Keys.RNA] = norm, mask
                     nmf_blocks[Keys.RNA] = norm if mask.all() else pp.select_columns_chunked(norm, keep=mask)
@@ -500,13 +512,14 @@ def run_chunked_pipeline(
                         raise InputError(msg)
                     step = max(1, math.ceil(n / SCALE_SAMPLE_ROWS))
                     sample = X[::step].compute()
-                    fit = pp.fit_intensity_scaling(
-                        sample,
-                        platform=store.platform
-                        if platform_prot in (None, "generic") and store.platform
-                        else platform_prot or "generic",
-                        transform=protein_transform,
-                    )
+                    with _naming(store.path, "protein_path"):
+                        fit = pp.fit_intensity_scaling(
+                            sample,
+                            platform=store.platform
+                            if platform_prot in (None, "generic") and store.platform
+                            else platform_prot or "generic",
+                            transform=protein_transform,
+                        )
                     del sample
                     scaled = X.map_blocks(
                         pp.apply_intensity_scaling,

@@ -26,6 +26,19 @@ def test_normalize_chunk_gives_the_rows_of_normalize_counts(method, sparse):
     np.testing.assert_array_equal(stacked, whole.toarray() if sparse else whole)
 
 
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        (sp.csr_matrix(np.array([[1.0, -0.5], [0.0, 2.0]])), r"negative \(min -0\.5\)"),
+        (np.array([[1.0, np.nan]]), "non-finite"),
+    ],
+)
+def test_normalize_chunk_refuses_values_that_are_not_counts(X, match):
+    """Scaled or log-transformed data would give NaN from log1p and fail far downstream (PCA) without a name."""
+    with pytest.raises(InputError, match=match):
+        smo.pp.normalize_chunk(X)
+
+
 @pytest.mark.parametrize("transform", ["auto", "arcsinh", "arcsinh_background", "clr", "log1p", "none"])
 def test_fit_on_all_rows_then_apply_per_chunk_equals_scale_intensities(transform):
     rng = np.random.default_rng(1)
@@ -49,7 +62,7 @@ def test_auto_rule_on_a_row_sample_picks_clr_for_antibody_counts():
 @pytest.mark.parametrize(
     ("X", "kwargs", "match"),
     [
-        (-np.ones((3, 2)), {}, "finite and non-negative"),
+        (-np.ones((3, 2)), {}, r"finite and non-negative .* found negative \(min -1\) values"),
         (np.ones((0, 2)), {}, "at least one row"),
         (np.ones((3, 2)), {"low_percentile": 50, "high_percentile": 10}, "percentiles"),
         (np.ones((3, 2)), {"transform": "sqrt"}, "protein_transform"),

@@ -59,6 +59,11 @@ def normalize_chunk(
     """
     method = check_option(method, ("library", "log1p"), name="rna_normalization")
     check_positive(target_sum, name="target_sum")
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    if values.size and not (np.all(np.isfinite(values)) and values.min() >= 0):
+        bad = "non-finite" if not np.all(np.isfinite(values)) else f"negative (min {float(values.min()):.4g})"
+        msg = f"counts must be finite and non-negative (raw counts, before any normalisation); found {bad} values."
+        raise InputError(msg)
     return _normalized(X, method=method, target_sum=target_sum)
 
 
@@ -151,8 +156,9 @@ def fit_intensity_scaling(
         msg = "fit_intensity_scaling needs at least one row of intensities, got none."
         raise InputError(msg)
     values = X.data if sp.issparse(X) else np.asarray(X)
-    if values.size and (not np.all(np.isfinite(values)) or values.min() < 0):
-        msg = "intensities must be finite and non-negative (raw values, before any transform)."
+    if values.size and not (np.all(np.isfinite(values)) and values.min() >= 0):
+        bad = "non-finite" if not np.all(np.isfinite(values)) else f"negative (min {float(values.min()):.4g})"
+        msg = f"intensities must be finite and non-negative (raw values, before any transform); found {bad} values."
         raise InputError(msg)
     choice = choose_transform(X, platform=str(platform or "generic").lower(), transform=transform, cofactor=cofactor)
     c = choice.cofactor if choice.cofactor is not None else 1.0
