@@ -125,6 +125,39 @@ def test_factors_are_named_as_in_memory(runs):
     assert np.abs(ooc["n_cells"] - mem["n_cells"]).sum() <= 0.01 * N_CELLS  # the dominant factors agree >= 99 %
 
 
+def test_report_has_the_in_memory_figures_and_every_cell_in_its_tables(runs):
+    """report.html of the out-of-core run: the standard figures drawn from the sample (here every cell: 1,000 <
+    200,000), the cells per type of all cells, the factor and co-localization tables."""
+    import re
+
+    ref, res = runs
+    out = res.output_dir
+    text = (out / "report.html").read_text(encoding="utf-8")
+    names = ["spatial_cell_types", "factor_loadings", "colocalization", "factor_maps"]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(f"{n}.png" for n in names)
+    for name in names:
+        assert f'id="fig-{name}"' in text
+        assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert text.count("data:image/png;base64,") == len(names)
+    for sid in ("summary", "types", "factors", "colocalization", "parameters", "timings"):
+        assert f'<section id="{sid}">' in text
+    assert f"{N_CELLS:,}" in text and "systematic sample of 1,000 of the 1,000 cells" in text
+    # the cells per type: every type with the run's count
+    types = text.split('<section id="types">')[1].split("</section>")[0]
+    for name, count in res.type_counts.items():
+        assert re.search(rf"{re.escape(str(name))}</td><td class=\"num\"[^>]*>{count}<", types), name
+    # the co-localization and factor tables have the in-memory report's rows (same types, same factors)
+    mem = (ref.output_dir / "report.html").read_text(encoding="utf-8")
+
+    def rows(page: str, anchor: str) -> int:
+        return page.split(anchor)[1].split("</table>")[0].count("<tr") - 1
+
+    assert rows(text, 'id="coloc-table"') == rows(mem, 'id="coloc-table"') > 0
+    assert rows(text, '<section id="factors">') == rows(mem, '<section id="factors">') == K
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["report"] == {"map_every": 1, "map_cells": N_CELLS}
+
+
 def test_contract_files_have_the_in_memory_columns(runs):
     ref, res = runs
     mem_dir, out = ref.output_dir, res.output_dir
@@ -138,6 +171,8 @@ def test_contract_files_have_the_in_memory_columns(runs):
         "factor_annotation.csv",
         "cells.zarr",
         "run_summary.json",
+        "report.html",
+        "figures",
     }
     for name in ("shared_labels.csv", "co_localization.csv", "factor_annotation.csv"):
         assert list(pd.read_csv(out / name, nrows=2).columns) == list(pd.read_csv(mem_dir / name, nrows=2).columns)

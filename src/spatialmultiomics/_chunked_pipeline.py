@@ -62,6 +62,8 @@ CHUNK_ROWS = 131_072
 MIN_CHUNK_ROWS = 8192
 #: Rows the protein transform and percentiles are decided on (every ceil(n / this)-th row).
 SCALE_SAMPLE_ROWS = 1_000_000
+#: Cells of the systematic sample the report's maps are drawn from.
+MAP_CELLS = 200_000
 #: Rows read at a time by the client while writing the per-cell files.
 WRITE_ROWS = 1 << 20
 #: Files this route writes (and the in-memory ones it does not, with why): see docs/scale.md.
@@ -74,6 +76,8 @@ FILES = (
     "factor_annotation.csv",
     "cells.zarr",
     "run_summary.json",
+    "report.html",
+    "figures",
 )
 _LOADING_FILES = {Keys.RNA: "W_transcript", Keys.PROTEIN: "W_protein"}
 
@@ -338,6 +342,56 @@ def _worker_memory_mib(client: Any) -> float | None:
         return None
 
 
+def _sampling(blocks: Iterator[pd.DataFrame], every: int, kept: list[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Pass ``blocks`` (consecutive rows of one table) through, keeping rows 0, every, 2 * every, ... in ``kept``."""
+    start = 0
+    for block in blocks:
+        kept.append(block.iloc[(-start) % every :: every])
+        start += len(block)
+        yield block
+
+
+def _report_sample(
+    rows: pd.DataFrame,
+    index: np.ndarray,
+    w_arr: Any,
+    categories: list[str],
+    var_names: Mapping[str, pd.Index],
+    loadings: Mapping[str, np.ndarray],
+    factors: pd.DataFrame,
+    coloc: Any,
+    graph: dict[str, Any],
+    expected: str,
+) -> Any:
+    """The MuData of the report's sampled cells (``rows`` of ``shared_labels.csv`` at row numbers ``index``): the
+    slots the standard figures read, the factor table and the co-localization of all cells."""
+    import anndata as ad
+
+    from spatialmultiomics._mudata import make_mudata
+
+    obs = pd.DataFrame(index=pd.Index(rows["cell_id"].astype(str).to_numpy(), name=None))
+    mods = {
+        m: ad.AnnData(obs=obs.copy(), var=pd.DataFrame(index=pd.Index(names, dtype=str)))
+        for m, names in var_names.items()
+    }
+    for m, L in loadings.items():
+        mods[m].varm[Keys.NMF_LOADINGS] = np.asarray(L, dtype=np.float32)
+    mdata = make_mudata(mods)
+    mdata.obs[Keys.CELL_TYPE] = pd.Categorical(rows["cell_type"].astype(str).to_numpy(), categories=categories)
+    mdata.obs[Keys.CELL_TYPE_CONFIDENCE] = rows["confidence"].to_numpy(dtype=np.float32)
+    mdata.obs[Keys.FACTOR] = rows["nmf_factor"].to_numpy(dtype=np.int64)
+    mdata.obsm[Keys.SPATIAL] = rows[["x", "y"]].to_numpy(dtype=np.float64)
+    mdata.obsm[Keys.NMF] = np.asarray(w_arr.get_orthogonal_selection((index, slice(None))), dtype=np.float32)
+    record: dict[str, Any] = {c: factors[c].tolist() for c in factors.columns}
+    record["params"] = {"method": "cluster", "route": "out of core: factor_table from the loadings"}
+    mdata.uns[Keys.NMF_UNS] = {"annotation": record, "modalities": list(loadings)}
+    nhood = dict(coloc.to_uns())
+    nhood["params"] = {**dict(nhood.get("params") or {}), "expected": expected}
+    mdata.uns[Keys.nhood(Keys.CELL_TYPE)] = nhood
+    mdata.uns[Keys.GRAPH_UNS] = {"params": graph}
+    return mdata
+
+
 def _label_blocks(ref: _Store, coords: Any, cells: Any, names: np.ndarray, n: int) -> Iterator[pd.DataFrame]:
     """``shared_labels.csv``, a block of rows at a time: cell_id, x, y, cell_type, confidence, nmf_factor."""
     for start in range(0, n, WRITE_ROWS):
@@ -380,6 +434,7 @@ def run_chunked_pipeline(
     overwrite: bool,
     progress: bool,
     chunk_rows: int | None = None,
+    figures: bool = True,
 ) -> ChunkedPipelineResult:
     """The pipeline on zarr stores, out of core (see the module notes); called by ``run_pipeline``.
 
@@ -398,12 +453,14 @@ def run_chunked_pipeline(
     - ``cells.zarr``: per cell ``W`` (n_cells, k), ``nmf_factor``, ``cell_type_code`` (index into the ``types``
       attribute, -1 = Unknown) and ``confidence``, chunked like the input,
     - ``run_summary.json``: parameters, versions, engine, the preprocessing decisions, the factorization's
-      iterations and error, cells per type, time and peak memory per stage.
+      iterations and error, cells per type, time and peak memory per stage,
+    - ``report.html`` and ``figures/`` (with ``figures=True``): the in-memory report's look and standard figures
+      (cell types in space, factor loadings, co-localization, factor maps), the maps drawn for a systematic sample
+      of at most 200,000 cells (every s-th row), every table for all cells.
 
     Not written (they need every cell in memory, or are redundant at this size): ``result.h5mu`` (the inputs are
     the zarr stores, the per-cell results ``cells.zarr``), ``nmf_factors.csv`` (the loadings of ten million cells
-    as text, ~2 GB: ``H_shared.npy`` / ``cells.zarr`` hold them), ``niche_composition.csv``, ``figures/`` and
-    ``report.html``.
+    as text, ~2 GB: ``H_shared.npy`` / ``cells.zarr`` hold them), ``niche_composition.csv``.
     """
     import dask.array as da
     import zarr
@@ -418,6 +475,7 @@ def run_chunked_pipeline(
     from spatialmultiomics.io._csv import write_csv_parts
     from spatialmultiomics.io._write import atomic_output_dir
     from spatialmultiomics.pp._channels import check_exclude_channels
+    from spatialmultiomics.report._chunked import write_chunked_report
     from spatialmultiomics.spatial._dask import join_counts_tiled
     from spatialmultiomics.spatial._nhood import _long_table, _result
 
@@ -669,7 +727,12 @@ def run_chunked_pipeline(
                 t = done("spatial", t, tiles=tiled.n_tiles)
                 # ------------------------------------------------------------------ write
                 label_names = np.array([*res.types, UNKNOWN], dtype=object)
-                write_csv_parts(_label_blocks(ref, coords, cells, label_names, n), tmp / "shared_labels.csv")
+                map_every = max(1, math.ceil(n / MAP_CELLS))
+                sampled: list[pd.DataFrame] = []  # every map_every-th row, for the report's maps
+                write_csv_parts(
+                    _sampling(_label_blocks(ref, coords, cells, label_names, n), map_every, sampled),
+                    tmp / "shared_labels.csv",
+                )
                 co_table.to_csv(tmp / "co_localization.csv", index=False)
                 factors.to_csv(tmp / "factor_annotation.csv", index=False)
                 for m, loading in loadings.items():
@@ -710,6 +773,7 @@ def run_chunked_pipeline(
                     },
                     "cell_types": {str(k): int(v) for k, v in type_counts.items()},
                     "colocalization": {"n_tiles": int(tiled.n_tiles), "unknown_excluded": True},
+                    "report": {"map_every": map_every, "map_cells": int(sum(len(b) for b in sampled))},
                     "engine": engine.describe(),
                     "versions": _versions(),
                     "files": [f for f in FILES if (tmp / f).exists()],
@@ -718,6 +782,25 @@ def run_chunked_pipeline(
                 params["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
                 params["peak_rss_mib"] = {k: round(v, 1) for k, v in peak_rss.items()}
                 (tmp / "run_summary.json").write_text(json.dumps(params, indent=2, default=str), encoding="utf-8")
+                report_sample = _report_sample(
+                    pd.concat(sampled, ignore_index=True),
+                    np.arange(0, n, map_every),
+                    w_arr,
+                    categories,
+                    {m: stores[m].var_names for m in names},
+                    loadings,
+                    factors,
+                    coloc,
+                    {"method": "radius", "radius": float(radius), "engine": "dask tiles", "n_tiles": tiled.n_tiles},
+                    expected,
+                )
+                write_chunked_report(
+                    params,
+                    report_sample,
+                    tmp / "report.html",
+                    figures_dir=tmp / "figures" if figures else None,
+                    figures=figures,
+                )
             finally:
                 engine.close()
     logger.info("results written to %s (%s cells, %d factors, out of core)", output_dir, f"{n:,}", n_factors)

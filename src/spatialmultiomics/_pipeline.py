@@ -392,6 +392,7 @@ def run_pipeline(
             exclude_channels=pp.NON_MARKER_CHANNELS if exclude_channels == "default" else exclude_channels,
             overwrite=overwrite,
             progress=progress,
+            figures=figures,
         )
 
     stages = ["read", "align", "preprocess", "factorize", "annotate", "spatial", "write"]
