@@ -187,7 +187,7 @@ def test_contract_files_have_the_in_memory_columns(runs):
     assert names.tolist() == pd.read_csv(out / "shared_labels.csv")["cell_type"].tolist()
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["n_cells"] == N_CELLS and summary["n_factors"] == K
-    assert set(summary["timings_s"]) == {"open", "preprocess", "factorize", "annotate", "spatial", "write"}
+    assert set(summary["timings_s"]) == {"open", "preprocess", "factorize", "annotate", "spatial", "write", "report"}
     assert summary["preprocess"]["protein"]["excluded_channels"] == ["Histone H3"]
     assert sum(summary["cell_types"].values()) == N_CELLS
 

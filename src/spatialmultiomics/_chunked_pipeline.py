@@ -481,7 +481,7 @@ def run_chunked_pipeline(
 
     rows = int(chunk_rows or CHUNK_ROWS)
     requested_k = n_factors
-    stages = ["open", "preprocess", "annotate", "factorize", "spatial", "write"]
+    stages = ["open", "preprocess", "annotate", "factorize", "spatial", "write", "report"]
     timings: dict[str, float] = {}
     peak_rss: dict[str, float] = {}
     engine = None
@@ -778,10 +778,11 @@ def run_chunked_pipeline(
                     "versions": _versions(),
                     "files": [f for f in FILES if (tmp / f).exists()],
                 }
-                done("write", t)
+                t = done("write", t)
                 params["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
                 params["peak_rss_mib"] = {k: round(v, 1) for k, v in peak_rss.items()}
-                (tmp / "run_summary.json").write_text(json.dumps(params, indent=2, default=str), encoding="utf-8")
+                # ------------------------------------------------------------------ report (the page shows the
+                # stages before it; run_summary.json, written after it, all of them)
                 report_sample = _report_sample(
                     pd.concat(sampled, ignore_index=True),
                     np.arange(0, n, map_every),
@@ -801,6 +802,10 @@ def run_chunked_pipeline(
                     figures_dir=tmp / "figures" if figures else None,
                     figures=figures,
                 )
+                done("report", t, cells_mapped=f"{report_sample.n_obs:,}")
+                params["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+                params["peak_rss_mib"] = {k: round(v, 1) for k, v in peak_rss.items()}
+                (tmp / "run_summary.json").write_text(json.dumps(params, indent=2, default=str), encoding="utf-8")
             finally:
                 engine.close()
     logger.info("results written to %s (%s cells, %d factors, out of core)", output_dir, f"{n:,}", n_factors)
