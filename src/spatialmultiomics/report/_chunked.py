@@ -19,8 +19,6 @@ from typing import Any
 from spatialmultiomics._keys import Keys
 from spatialmultiomics._log import logger
 from spatialmultiomics.report._html import (
-    _CSS,
-    _JS,
     _chip,
     _colocalization,
     _e,
@@ -31,6 +29,8 @@ from spatialmultiomics.report._html import (
     _Raw,
     _table,
     _versions,
+    cards,
+    page,
     write_html,
 )
 
@@ -57,14 +57,6 @@ _FIGURES = ("spatial_cell_types", "factor_loadings", "colocalization", "factor_m
 _MAPS = ("spatial_cell_types", "factor_maps")
 
 
-def _cards(items: list[tuple[str, Any]]) -> str:
-    return (
-        '<div class="cards">'
-        + "".join(f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div></div>' for k, v in items)
-        + "</div>"
-    )
-
-
 def _summary(params: Mapping[str, Any], sample: Any) -> str:
     counts = {str(k): int(v) for k, v in (params.get("cell_types") or {}).items()}
     n = int(params.get("n_cells", 0))
@@ -72,7 +64,7 @@ def _summary(params: Mapping[str, Any], sample: Any) -> str:
     fact = params.get("factorize") or {}
     timings = params.get("timings_s") or {}
     peak = params.get("peak_rss_mib") or {}
-    cards = [
+    items = [
         ("cells", f"{n:,}"),
         ("factors", str(params.get("n_factors", ""))),
         ("cell types", str(sum(1 for t in counts if t != "Unknown"))),
@@ -80,20 +72,20 @@ def _summary(params: Mapping[str, Any], sample: Any) -> str:
         ("neighbourhood radius", f"{params.get('radius_um', '')} µm"),
     ]
     if fact:
-        cards.append(
+        items.append(
             ("NMF iterations (relative error)", f"{fact.get('n_iter', '')} ({fact.get('relative_error', 0):.4f})")
         )
     if timings:
-        cards.append(("run time", f"{sum(float(v) for v in timings.values()):,.0f} s"))
+        items.append(("run time", f"{sum(float(v) for v in timings.values()):,.0f} s"))
     if peak:
-        cards.append(("peak memory of this process", f"{max(float(v) for v in peak.values()) / 1024:.2f} GiB"))
+        items.append(("peak memory of this process", f"{max(float(v) for v in peak.values()) / 1024:.2f} GiB"))
     note = (
         f'<p class="note">Out of core: every stage ran on row chunks ({_e(params.get("route", ""))}). The maps '
         f"below show a systematic sample of {sample.n_obs:,} of the {n:,} cells (every "
         f"{_e(params.get('report', {}).get('map_every', 1))}th row); every other number covers all cells. The "
         "per-cell results are in <code>shared_labels.csv</code> and <code>cells.zarr</code>.</p>"
     )
-    return _cards(cards) + note
+    return cards(items) + note
 
 
 def _inputs(params: Mapping[str, Any]) -> str:
@@ -203,21 +195,7 @@ def render_chunked_report(
         "timings": _timings(params),
     }
     version = (params.get("versions") or {}).get("spatialmultiomics") or _package_version()
-    nav = "".join(f'<a href="#{sid}">{_e(head)}</a>' for sid, head in CHUNKED_SECTIONS)
-    sections = "".join(
-        f'<section id="{sid}"><h2>{_e(head)}</h2>{bodies[sid]}</section>' for sid, head in CHUNKED_SECTIONS
-    )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="icon" href="data:,">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
-        f"<body><header><h1>{_e(title)}</h1>"
-        f"<p>spatialmultiomics {_e(version)} — generated {_e(now)}</p></header>"
-        f"<nav>{nav}</nav><main>{sections}</main>"
-        f"<script>{_JS}</script></body></html>\n"
-    )
+    return page(title, f"spatialmultiomics {version} — generated {now}", CHUNKED_SECTIONS, bodies)
 
 
 def write_chunked_report(

@@ -12,14 +12,14 @@ import numpy as np
 from spatialmultiomics._keys import ABUNDANCE_COLUMNS, COLOCALIZATION_COLUMNS
 from spatialmultiomics._log import logger
 from spatialmultiomics.report._html import (
-    _CSS,
-    _JS,
     _e,
     _figure_html,
     _kv_table,
     _package_version,
     _Row,
     _table,
+    cards,
+    page,
     write_html,
 )
 
@@ -39,21 +39,13 @@ COHORT_SECTIONS = (
 _Q = 0.05
 
 
-def _cards(items: list[tuple[str, Any]]) -> str:
-    return (
-        '<div class="cards">'
-        + "".join(f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div></div>' for k, v in items)
-        + "</div>"
-    )
-
-
 def _summary(result: Any) -> str:
     p = result.params
     ab, co = result.differential_abundance, result.differential_colocalization
     n_ab = int((ab["q_value"] < _Q).sum())
     n_co = int((co["q_value"] < _Q).sum())
     conds = result.conditions
-    text = _cards(
+    text = cards(
         [
             ("cells", f"{int(p.get('n_cells', 0)):,}"),
             ("samples", len(result.sample_table)),
@@ -218,21 +210,8 @@ def render_cohort_report(
         "methods": _methods(result),
         "parameters": _kv_table(params),
     }
-    nav = "".join(f'<a href="#{sid}">{_e(head)}</a>' for sid, head in COHORT_SECTIONS)
-    sections = "".join(
-        f'<section id="{sid}"><h2>{_e(head)}</h2>{bodies[sid]}</section>' for sid, head in COHORT_SECTIONS
-    )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="icon" href="data:,">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
-        f"<body><header><h1>{_e(title)}</h1>"
-        f"<p>spatialmultiomics {_e(result.params.get('version') or _package_version())} — generated {_e(now)}</p>"
-        f"</header><nav>{nav}</nav><main>{sections}</main>"
-        f"<script>{_JS}</script></body></html>\n"
-    )
+    version = result.params.get("version") or _package_version()
+    return page(title, f"spatialmultiomics {version} — generated {now}", COHORT_SECTIONS, bodies)
 
 
 def write_cohort_report(

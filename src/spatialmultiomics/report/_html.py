@@ -274,28 +274,25 @@ def _pipeline_info(mdata: Any, data: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 def _summary(mdata: Any, info: Mapping[str, Any]) -> str:
     params = info.get("params") or {}
-    cards = [("cells / spots", f"{mdata.n_obs:,}")]
+    items = [("cells / spots", f"{mdata.n_obs:,}")]
     for name, adata in _modalities(mdata).items():
-        cards.append((f"{name} features", f"{adata.n_vars:,}"))
+        items.append((f"{name} features", f"{adata.n_vars:,}"))
     if Keys.NMF in mdata.obsm:
-        cards.append(("factors", str(np.asarray(mdata.obsm[Keys.NMF]).shape[1])))
+        items.append(("factors", str(np.asarray(mdata.obsm[Keys.NMF]).shape[1])))
     if Keys.CELL_TYPE in mdata.obs:
         types = mdata.obs[Keys.CELL_TYPE].astype(str)
-        cards.append(("cell types", str(types[types != "Unknown"].nunique())))
+        items.append(("cell types", str(types[types != "Unknown"].nunique())))
         n_unknown = int((types == "Unknown").sum())
-        cards.append(("Unknown cells", f"{n_unknown:,} ({n_unknown / max(len(types), 1):.2%})"))
+        items.append(("Unknown cells", f"{n_unknown:,} ({n_unknown / max(len(types), 1):.2%})"))
     if "radius_um" in params:
-        cards.append(("neighbourhood radius", f"{_fmt(params['radius_um'])} µm"))
+        items.append(("neighbourhood radius", f"{_fmt(params['radius_um'])} µm"))
     if Keys.FOV in mdata.obs:
-        cards.append(("fields of view", str(mdata.obs[Keys.FOV].nunique())))
+        items.append(("fields of view", str(mdata.obs[Keys.FOV].nunique())))
     demo = mdata.uns.get("demo")
     if isinstance(demo, Mapping) and "accuracy" in demo:
-        cards.append(("accuracy vs known truth", f"{float(demo['accuracy']):.3f}"))
-        cards.append(("macro-F1 vs known truth", f"{float(demo['macro_f1']):.3f}"))
-    body = "".join(
-        f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div></div>' for k, v in cards
-    )
-    return f'<div class="cards">{body}</div>'
+        items.append(("accuracy vs known truth", f"{float(demo['accuracy']):.3f}"))
+        items.append(("macro-F1 vs known truth", f"{float(demo['macro_f1']):.3f}"))
+    return cards(items)
 
 
 def _inputs(mdata: Any) -> str:
@@ -635,19 +632,32 @@ def render_report(
         "versions": _versions(info),
         "timings": _timings(info),
     }
-    nav = "".join(f'<a href="#{sid}">{_e(head)}</a>' for sid, head in SECTIONS)
-    sections = "".join(f'<section id="{sid}"><h2>{_e(head)}</h2>{bodies[sid]}</section>' for sid, head in SECTIONS)
+    return page(title, f"spatialmultiomics {version} — generated {now}{where}", SECTIONS, bodies)
+
+
+def page(title: str, subtitle: str, sections: Sequence[tuple[str, str]], bodies: Mapping[str, str]) -> str:
+    """One self-contained HTML page: a header, a navigation bar and ``sections`` ((id, heading) pairs, in order)
+    with their HTML ``bodies``; the report's style and its sortable tables."""
+    nav = "".join(f'<a href="#{sid}">{_e(head)}</a>' for sid, head in sections)
+    main = "".join(f'<section id="{sid}"><h2>{_e(head)}</h2>{bodies[sid]}</section>' for sid, head in sections)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="icon" href="data:,">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
-        f"<body><header><h1>{_e(title)}</h1>"
-        f"<p>spatialmultiomics {_e(version)} — generated {_e(now)}{_e(where)}</p></header>"
-        f"<nav>{nav}</nav><main>{sections}</main>"
+        f"<body><header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></header>"
+        f"<nav>{nav}</nav><main>{main}</main>"
         f"<script>{_JS}</script></body></html>\n"
     )
+
+
+def cards(items: Iterable[tuple[str, Any]]) -> str:
+    """A row of summary cards: a value over its label, for each (label, value)."""
+    body = "".join(
+        f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div></div>' for k, v in items
+    )
+    return f'<div class="cards">{body}</div>'
 
 
 def _package_version() -> str:
