@@ -156,6 +156,7 @@ def test_report_has_the_in_memory_figures_and_every_cell_in_its_tables(runs):
     assert rows(text, '<section id="factors">') == rows(mem, '<section id="factors">') == K
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["report"] == {"map_every": 1, "map_cells": N_CELLS}
+    assert {"report.html", "figures", "factor_annotation.csv"} <= set(summary["files"])
 
 
 def test_contract_files_have_the_in_memory_columns(runs):

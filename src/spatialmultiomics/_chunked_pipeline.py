@@ -803,6 +803,7 @@ def run_chunked_pipeline(
                     figures=figures,
                 )
                 done("report", t, cells_mapped=f"{report_sample.n_obs:,}")
+                params["files"] = [f for f in FILES if (tmp / f).exists()]
                 params["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
                 params["peak_rss_mib"] = {k: round(v, 1) for k, v in peak_rss.items()}
                 (tmp / "run_summary.json").write_text(json.dumps(params, indent=2, default=str), encoding="utf-8")

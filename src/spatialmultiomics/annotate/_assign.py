@@ -316,7 +316,7 @@ def factor_table(
     Parameters
     ----------
     loadings
-        ``{modality: (n_features, k)}`` feature loadings, as ``mdata.uns['nmf']['loadings']``.
+        ``{modality: (n_features, k)}`` feature loadings, as each modality's ``varm['nmf_loadings']``.
     feature_names
         ``{modality: names}`` of every modality of the data, in the data's order (the markers are matched here).
     factor_mass
@@ -330,6 +330,25 @@ def factor_table(
     -------
     DataFrame: ``factor``, ``cell_type``, ``score``, ``paper_cell_type``, ``paper_score``, ``n_cells``,
     ``top_genes``, ``top_proteins``, as :attr:`AnnotationResult.factor_table`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import spatialmultiomics as smo
+    >>> mdata = smo.datasets.paper_benchmark(seed=0)
+    >>> smo.pp.preprocess(mdata)
+    >>> smo.factorize.joint_nmf(mdata, n_components=4)
+    >>> W = np.asarray(mdata.obsm["X_nmf"])
+    >>> table = smo.annotate.factor_table(
+    ...     {m: mdata[m].varm["nmf_loadings"] for m in mdata.mod},
+    ...     {m: mdata[m].var_names for m in mdata.mod},
+    ...     W.sum(axis=0),
+    ...     np.bincount(W.argmax(axis=1), minlength=4),
+    ...     mdata.uns["markers"],
+    ...     method="auto",
+    ... )
+    >>> sorted(table["cell_type"])
+    ['Epithelial', 'Fibroblasts', 'Macrophages', 'T cells']
     """
     method = check_option(method, METHODS, name="method")
     names = {m: [str(v) for v in feature_names[m]] for m in feature_names}
