@@ -142,6 +142,7 @@ def test_report_has_the_in_memory_figures_and_every_cell_in_its_tables(runs):
     for sid in ("summary", "types", "factors", "colocalization", "parameters", "timings"):
         assert f'<section id="{sid}">' in text
     assert f"{N_CELLS:,}" in text and "systematic sample of 1,000 of the 1,000 cells" in text
+    assert "NMF iterations (relative error)" in text and "<h3>Factorization</h3>" in text
     # the cells per type: every type with the run's count
     types = text.split('<section id="types">')[1].split("</section>")[0]
     for name, count in res.type_counts.items():

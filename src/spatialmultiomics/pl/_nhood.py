@@ -123,7 +123,10 @@ def colocalization(
     palette = colors_for(cats, cell_type_colors(mdata, label_key=label_key) if label_key in mdata.obs else {})
     color_strip(ax, [palette[c] for c in cats], where="top")
     color_strip(ax, [palette[c] for c in cats], where="left")
-    ax.tick_params(axis="y", pad=12)
+    # the left strip is 3 % of the axes wide: keep the type names clear of it on large heatmaps too (20 types:
+    # ~17 pt, more than the 12 pt that suits small ones)
+    width_pt = ax.get_position().width * ax.figure.get_figwidth() * 72.0
+    ax.tick_params(axis="y", pad=max(12.0, 0.03 * width_pt + 3.0))
     cbar = ax.figure.colorbar(im, ax=ax, shrink=0.8)
     cbar.set_label(_VALUES[value], fontsize=8)
     params = info.get("params") or {}

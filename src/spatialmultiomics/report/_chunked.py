@@ -61,7 +61,7 @@ def _summary(params: Mapping[str, Any], sample: Any) -> str:
     counts = {str(k): int(v) for k, v in (params.get("cell_types") or {}).items()}
     n = int(params.get("n_cells", 0))
     unknown = counts.get("Unknown", 0)
-    fact = params.get("factorize") or {}
+    fact = _factorize(params)
     timings = params.get("timings_s") or {}
     peak = params.get("peak_rss_mib") or {}
     items = [
@@ -86,6 +86,11 @@ def _summary(params: Mapping[str, Any], sample: Any) -> str:
         "per-cell results are in <code>shared_labels.csv</code> and <code>cells.zarr</code>.</p>"
     )
     return cards(items) + note
+
+
+def _factorize(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The factorization's record (iterations, error, the choice of k): kept beside the preprocessing decisions."""
+    return params.get("factorize") or (params.get("preprocess") or {}).get("factorize") or {}
 
 
 def _inputs(params: Mapping[str, Any]) -> str:
@@ -119,13 +124,13 @@ def _types(params: Mapping[str, Any], sample: Any) -> str:
 def _parameters(params: Mapping[str, Any]) -> str:
     skip = {"cell_types", "timings_s", "peak_rss_mib", "versions", "preprocess", "annotation", "engine", "report"}
     out = "<h3>Pipeline</h3>" + _kv_table({k: v for k, v in params.items() if k not in skip and k != "factorize"})
-    for title, key in (
-        ("Engine", "engine"),
-        ("Preprocessing", "preprocess"),
-        ("Factorization", "factorize"),
-        ("Annotation", "annotation"),
+    preprocess = {k: v for k, v in (params.get("preprocess") or {}).items() if k != "factorize"}
+    for title, value in (
+        ("Engine", params.get("engine")),
+        ("Preprocessing", preprocess),
+        ("Factorization", _factorize(params)),
+        ("Annotation", params.get("annotation")),
     ):
-        value = params.get(key)
         if isinstance(value, Mapping) and value:
             out += f"<h3>{_e(title)}</h3>" + _kv_table(value)
     return out
