@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +60,45 @@ def client():
 def cluster_kwargs() -> dict:
     """The keyword arguments of the ``client`` fixture's LocalCluster."""
     return dict(CLUSTER_KWARGS)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Callable[..., tuple[str, list[str]]]:
+    """``load(page, tmp_path, fragment="")``: the DOM of ``page`` after its scripts ran in headless Chromium, and
+    the console messages; the test is skipped without Chromium (``make test`` installs Debian's)."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (make test installs Debian's chromium)")
+
+    def load(page: Path, tmp_path: Path, fragment: str = "") -> tuple[str, list[str]]:
+        proc = subprocess.run(
+            [
+                CHROMIUM,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--dump-dom",
+                page.resolve().as_uri() + fragment,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        console = [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
+        return proc.stdout, console
+
+    return load

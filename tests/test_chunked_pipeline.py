@@ -160,6 +160,21 @@ def test_report_has_the_in_memory_figures_and_every_cell_in_its_tables(runs):
     assert {"report.html", "figures", "factor_annotation.csv"} <= set(summary["files"])
 
 
+def test_report_in_headless_chromium(runs, tmp_path, chromium):
+    """The out-of-core report runs its script to the end with no console message, every section and figure shown."""
+    import re
+
+    _, res = runs
+    dom, console = chromium(res.output_dir / "report.html", tmp_path, "#sort=-z_score")
+    assert console == []
+    assert re.search(r'<body[^>]*data-ready="1"', dom), "the page's script did not run to its end"
+    for sid in ("summary", "inputs", "types", "factors", "figures", "colocalization", "parameters", "timings"):
+        assert f'<section id="{sid}">' in dom
+    assert dom.count('<img alt="') == 4
+    table = dom[dom.index('id="coloc-table"') :]
+    assert 'aria-sort="descending"' in table[: table.index("</table>")]  # the #sort link sorted it
+
+
 def test_contract_files_have_the_in_memory_columns(runs):
     ref, res = runs
     mem_dir, out = ref.output_dir, res.output_dir

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,19 +11,6 @@ import pytest
 import spatialmultiomics as smo
 from spatialmultiomics import InputError
 from spatialmultiomics.report import SECTIONS, render_report, report_folder, write_report
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--v=0",
-]
 
 
 @pytest.fixture(scope="module")
@@ -115,29 +101,8 @@ def test_bad_report_inputs(tmp_path: Path) -> None:
         render_report(tmp_path)
 
 
-def _chromium(page: Path, tmp_path: Path, fragment: str = "") -> tuple[str, list[str]]:
-    """Load ``page`` in headless Chromium; return the DOM after scripts ran and the console messages."""
-    proc = subprocess.run(
-        [
-            CHROMIUM,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            page.resolve().as_uri() + fragment,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    console = [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
-    return proc.stdout, console
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs Debian's chromium)")
-def test_report_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
-    dom, console = _chromium(run_dir / "report.html", tmp_path, "#sort=-z_score")
+def test_report_in_headless_chromium(run_dir: Path, tmp_path: Path, chromium) -> None:
+    dom, console = chromium(run_dir / "report.html", tmp_path, "#sort=-z_score")
     assert console == []
     assert re.search(r'<body[^>]*data-ready="1"', dom), "the page's script did not run to its end"
     for sid, head in SECTIONS:
@@ -154,7 +119,7 @@ def test_report_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
     broken.write_text(
         (run_dir / "report.html").read_text(encoding="utf-8").replace("</body>", "<script>noSuchFn();</script></body>")
     )
-    _, console = _chromium(broken, tmp_path)
+    _, console = chromium(broken, tmp_path)
     assert any("Uncaught ReferenceError: noSuchFn is not defined" in ln for ln in console)
 
 
