@@ -157,13 +157,29 @@ def _timings(params: Mapping[str, Any]) -> str:
     )
 
 
-def _draw(sample: Any, figures_dir: Path | None) -> dict[str, tuple[str, str, bytes]]:
-    """The standard figures that apply to the sample, drawn (and saved as PNG in ``figures_dir`` when given)."""
+def _count_all_cells(fig: Any, counts: Mapping[str, int]) -> None:
+    """Give the cell-type map's legend the counts of all cells (it counts the cells drawn, a sample here)."""
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        for text in legend.get_texts():
+            name = text.get_text().rsplit(" (", 1)[0]
+            if name in counts:
+                text.set_text(f"{name} ({counts[name]:,})")
+        legend.set_title("cell type (all cells)")
+
+
+def _draw(sample: Any, figures_dir: Path | None, counts: Mapping[str, int]) -> dict[str, tuple[str, str, bytes]]:
+    """The standard figures that apply to the sample, drawn (and saved as PNG in ``figures_dir`` when given);
+    ``counts``: cells per type over all cells, for the map's legend."""
     from spatialmultiomics.pl._save import _close, figure_png, figure_specs, iter_figures
 
     specs = {s.name: s for s in figure_specs()}
     out: dict[str, tuple[str, str, bytes]] = {}
     for spec, fig in iter_figures(sample, names=[n for n in _FIGURES if n in specs]):
+        if spec.name == "spatial_cell_types":
+            _count_all_cells(fig, counts)
         png = figure_png(fig)
         _close(fig)
         caption = spec.caption
@@ -239,7 +255,8 @@ def write_chunked_report(
     figs: dict[str, tuple[str, str, bytes]] = {}
     if figures:
         try:
-            figs = _draw(sample, Path(figures_dir) if figures_dir is not None else None)
+            counts = {str(k): int(v) for k, v in (params.get("cell_types") or {}).items()}
+            figs = _draw(sample, Path(figures_dir) if figures_dir is not None else None, counts)
         except Exception as err:  # noqa: BLE001 - a figure must never sink the report (nor the run)
             logger.warning("report figures could not be drawn: %s: %s", type(err).__name__, err)
     out = write_html(render_chunked_report(params, sample, figures=figs, title=title), path, "report.html")
