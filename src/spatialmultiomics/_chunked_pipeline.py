@@ -477,7 +477,7 @@ def run_chunked_pipeline(
     from spatialmultiomics.pp._channels import check_exclude_channels
     from spatialmultiomics.report._chunked import write_chunked_report
     from spatialmultiomics.spatial._dask import join_counts_tiled
-    from spatialmultiomics.spatial._nhood import _long_table, _result
+    from spatialmultiomics.spatial._nhood import _long_table
 
     rows = int(chunk_rows or CHUNK_ROWS)
     requested_k = n_factors
@@ -705,21 +705,9 @@ def run_chunked_pipeline(
                 # ------------------------------------------------------------------ spatial
                 lazy_codes = da.from_zarr(codes_arr).map_blocks(_unknown_last, lut, dtype=np.int64)
                 tiled = join_counts_tiled(coords, lazy_codes, n_types=len(categories), radius=radius, fov=fov)
-                mean, var = tiled.moments()
-                n_cells_type = tiled.n_cells.sum(axis=0).astype(np.float64)
                 keep = np.flatnonzero([c != UNKNOWN for c in categories])
-                pairs = np.ix_(keep, keep)
                 kept = [categories[i] for i in keep]
-                coloc = _result(
-                    kept,
-                    tiled.count[pairs],
-                    mean[pairs],
-                    var[pairs],
-                    n_cells_type[keep],
-                    directed=False,
-                    expected=expected,
-                    n_total=float(n_cells_type.sum()),
-                )
+                coloc = tiled.colocalization(categories, expected=expected, keep=keep)
                 if coloc.degenerate.any():
                     few = [c for c, d in zip(coloc.categories, coloc.degenerate, strict=True) if d]
                     logger.warning("colocalization: types with fewer than 2 cells get NaN statistics: %s", few)

@@ -484,7 +484,6 @@ def spatial_stage_tiled(
     from spatialmultiomics._keys import Keys
     from spatialmultiomics.spatial._dask import join_counts_tiled
     from spatialmultiomics.spatial._graph import _get_labels, _package_version
-    from spatialmultiomics.spatial._nhood import _result
     from spatialmultiomics.spatial._niches import _isolated_name
 
     codes, categories = _get_labels(mdata, label_key)
@@ -524,19 +523,8 @@ def spatial_stage_tiled(
     mdata.uns[Keys.NICHE_COMPOSITION] = {"categories": list(categories), "params": niche_params}
 
     # co-localization: exact moments under relabelling within FOVs (undirected graph: the degree sums suffice)
-    mean, var = tiled.moments()
-    n_cells = tiled.n_cells.sum(axis=0).astype(np.float64)
-    keep = np.flatnonzero([c not in exclude for c in categories])
-    pairs = np.ix_(keep, keep)
-    result = _result(
-        [categories[i] for i in keep],
-        tiled.count[pairs],
-        mean[pairs],
-        var[pairs],
-        n_cells[keep],
-        directed=False,
-        expected=expected,
-        n_total=float(n_cells.sum()),
+    result = tiled.colocalization(
+        categories, expected=expected, keep=np.flatnonzero([c not in exclude for c in categories])
     )
     params = {
         "label_key": label_key,

@@ -74,6 +74,27 @@ class TiledJoinCounts:
         stats = {"S0": d, "Ssq": d, "Srec": d, "Sout2": d2, "Sin2": d2, "Sio": d2}
         return _join_count_moments(self.n_cells.astype(np.float64), stats)
 
+    def colocalization(self, categories: list[str], *, expected: str, keep: np.ndarray | None = None) -> Any:
+        """The co-localization statistics of the pairs among the types ``keep`` (indices into ``categories``, the
+        names of the K codes; default all), with the exact moments of :meth:`moments`. The types left out stay in
+        the graph and in the null (the cells in the graph count them)."""
+        from spatialmultiomics.spatial._nhood import _result
+
+        mean, var = self.moments()
+        n_cells = self.n_cells.sum(axis=0).astype(np.float64)
+        keep = np.arange(len(categories)) if keep is None else np.asarray(keep, dtype=np.int64)
+        pairs = np.ix_(keep, keep)
+        return _result(
+            [categories[i] for i in keep],
+            self.count[pairs],
+            mean[pairs],
+            var[pairs],
+            n_cells[keep],
+            directed=False,
+            expected=expected,
+            n_total=float(n_cells.sum()),
+        )
+
 
 def _tile_counts(
     own_xy: np.ndarray,
@@ -463,8 +484,6 @@ def colocalization_tiled(
     """
     import pandas as pd
 
-    from spatialmultiomics.spatial._nhood import _result
-
     expected = check_option(expected, ("exact", "paper"), name="expected")
     lazy = _on_disk(labels) if _lazy_coords(coords) is not None else None
     if lazy is not None and lazy.ndim == 1 and lazy.dtype.kind in "iu":
@@ -483,7 +502,6 @@ def colocalization_tiled(
         categories = [str(c) for c in cat.categories]
         codes = cat.codes.astype(np.int64)
     tiled = join_counts_tiled(coords, codes, n_types=len(categories), radius=radius, tile_size=tile_size, fov=fov)
-    mean, var = tiled.moments()
-    result = _result(categories, tiled.count, mean, var, tiled.n_cells.sum(axis=0), directed=False, expected=expected)
+    result = tiled.colocalization(categories, expected=expected)
     params = {"radius": float(radius), "tile_size": tile_size, "expected": expected, "n_tiles": tiled.n_tiles}
     return type(result)(**{**result.__dict__, "params": params})
