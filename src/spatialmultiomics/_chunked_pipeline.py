@@ -670,7 +670,13 @@ def run_chunked_pipeline(
                 W = model.fit_transform([nmf_blocks[m] for m in names])
                 W32 = W.astype(np.float32)
                 dom = W32.map_blocks(_dominant, drop_axis=1, dtype=np.int16)
-                da.store([W32, dom], [w_arr, dom_arr], lock=False)
+                # one pass: the loadings and dominant factors stored, and what the factor names need of the cells
+                # (each factor's mass and the cells it dominates)
+                _, mass, by_factor = da.compute(
+                    da.store([W32, dom], [w_arr, dom_arr], lock=False, compute=False),
+                    W32.sum(axis=0, dtype=np.float64),
+                    da.bincount(dom.astype(np.int64) + 1, minlength=n_factors + 1),
+                )
                 del W, W32, dom
                 loadings: dict[str, np.ndarray] = {}
                 for m, H in zip(names, model.components_, strict=True):
@@ -678,10 +684,6 @@ def run_chunked_pipeline(
                     full[used[m]] = np.asarray(H, dtype=np.float32).T
                     loadings[m] = full
                 # the factors named as in memory: from their loadings, their mass and the cells they dominate
-                mass, by_factor = da.compute(
-                    da.from_zarr(w_arr).sum(axis=0, dtype=np.float64),
-                    da.bincount(da.from_zarr(dom_arr).astype(np.int64) + 1, minlength=n_factors + 1),
-                )
                 factors = factor_table(
                     loadings,
                     {m: list(stores[m].var_names) for m in names},
