@@ -757,27 +757,27 @@ def main() -> None:
         )
         return
     if args.stage == "one-call":  # the AnnData stores (in a child process when missing), then run_pipeline
-        stamp = workdir / f"stores_{args.cells}_{args.genes}_{args.proteins}_{args.density:g}"
-        if not stamp.exists():
-            for p in workdir.glob("stores_*"):
-                p.unlink()
-            cmd = [sys.executable, __file__, "--stage", "stores", "--workdir", str(workdir), "--cells", str(args.cells)]
-            cmd += ["--genes", str(args.genes), "--proteins", str(args.proteins), "--chunk", str(args.chunk)]
-            cmd += ["--density", str(args.density)]
-            subprocess.run(cmd, check=True)
-            stamp.touch()
+        _made_once(args, "stores", "stores")
         one_call(args)
         return
-    stamp = workdir / f"generated_{args.cells}_{args.genes}_{args.proteins}_{args.density:g}"
-    if not stamp.exists():
-        for p in workdir.glob("generated_*"):
-            p.unlink()
-        cmd = [sys.executable, __file__, "--stage", "generate", "--workdir", str(workdir), "--cells", str(args.cells)]
-        cmd += ["--genes", str(args.genes), "--proteins", str(args.proteins), "--chunk", str(args.chunk)]
-        cmd += ["--density", str(args.density)]
-        subprocess.run(cmd, check=True)
-        stamp.touch()
+    _made_once(args, "generate", "generated")
     run(args)
+
+
+def _made_once(args: argparse.Namespace, stage: str, prefix: str) -> None:
+    """Run ``--stage stage`` in a child process unless a stamp ``prefix_<size>`` says this data is already there
+    (a stamp for other sizes is removed first)."""
+    workdir: Path = args.workdir
+    stamp = workdir / f"{prefix}_{args.cells}_{args.genes}_{args.proteins}_{args.density:g}"
+    if stamp.exists():
+        return
+    for p in workdir.glob(f"{prefix}_*"):
+        p.unlink()
+    cmd = [sys.executable, __file__, "--stage", stage, "--workdir", str(workdir), "--cells", str(args.cells)]
+    cmd += ["--genes", str(args.genes), "--proteins", str(args.proteins), "--chunk", str(args.chunk)]
+    cmd += ["--density", str(args.density)]
+    subprocess.run(cmd, check=True)
+    stamp.touch()
 
 
 if __name__ == "__main__":
