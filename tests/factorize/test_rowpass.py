@@ -248,7 +248,7 @@ def test_numba_hals_blocks_equal_the_row_kernel_bit_for_bit() -> None:
 
 @pytest.mark.parametrize(("width", "index_dtype"), [(3, np.int32), (20, np.int32), (20, np.int64)])
 def test_numba_fixed_width_scatter_equals_the_generic_kernel(width: int, index_dtype: type) -> None:
-    """X.T @ B compiled for one width with the SLP vectoriser gives the generic loop's sums bit for bit."""
+    """X.T @ B compiled for one width (the LLVM IR row kernel) gives the generic loop's sums bit for bit."""
     from spatialmultiomics.factorize._numba import _tproduct_any, csr_dense_tproduct
 
     rng = np.random.default_rng(width)
@@ -261,10 +261,32 @@ def test_numba_fixed_width_scatter_equals_the_generic_kernel(width: int, index_d
     np.testing.assert_allclose(got, X.T.astype(np.float64) @ B.astype(np.float64), rtol=1e-5)
 
 
+def test_numba_fixed_width_scatter_of_a_matrix_that_is_not_canonical() -> None:
+    """Rows with unsorted and repeated columns (a CSR matrix that is not canonical): the kernel for one width, which
+    updates four rows of the output at once where the columns increase, still gives the generic loop's sums bit for
+    bit, and the product with the duplicates added."""
+    from spatialmultiomics.factorize._numba import _tproduct_any, csr_dense_tproduct
+
+    rng = np.random.default_rng(11)
+    n, m, width = 300, 12, 20
+    counts = rng.integers(0, 30, size=n)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    indices = rng.integers(0, m, size=indptr[-1]).astype(np.int32)  # unsorted, with repeats in most rows
+    indices[indptr[7] : indptr[7] + 4] = 5  # four equal columns in one step
+    data = rng.random(indptr[-1], dtype=np.float32)
+    B = rng.random((n, width), dtype=np.float32)
+    X = sp.csr_matrix((data, indices, indptr), shape=(n, m))
+    assert not X.has_canonical_format
+    expected = _tproduct_any(indptr, indices, data, B, m, 2)
+    got = csr_dense_tproduct(indptr, indices, data, B, m, 2, fixed=True)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(got, X.T.astype(np.float64) @ B.astype(np.float64), rtol=1e-5)
+
+
 @pytest.mark.parametrize(("width", "index_dtype"), [(3, np.int32), (20, np.int32), (20, np.int64), (40, np.int32)])
 def test_numba_fixed_width_product_equals_the_product(width: int, index_dtype: type) -> None:
-    """X @ B compiled for one width (<= 32; the generic loop above, whatever ``fixed``) gives the float64 product to float32 rounding,
-    rows with an odd and an even number of stored values and empty rows alike."""
+    """X @ B compiled for one width (<= 32; the generic loop above, whatever ``fixed``) gives the float64 product to
+    float32 rounding, rows with every number of stored values modulo the kernel's four per step and empty rows alike."""
     from spatialmultiomics.factorize._numba import csr_dense_product
 
     rng = np.random.default_rng(width)
@@ -276,6 +298,6 @@ def test_numba_fixed_width_product_equals_the_product(width: int, index_dtype: t
     B = rng.random((90, width), dtype=np.float32)
     got = csr_dense_product(X.indptr, X.indices, X.data, B, fixed=True)
     assert got.dtype == np.float32
-    assert set(np.diff(X.indptr) % 2) == {0, 1}
+    assert set(np.diff(X.indptr) % 4) == {0, 1, 2, 3}
     np.testing.assert_allclose(got, X.astype(np.float64) @ B.astype(np.float64), rtol=2e-6, atol=1e-6)
     assert not got[5].any()

@@ -22,35 +22,33 @@ block's rows, no dependence between lanes, a row that stopped kept by a select):
 -> 0.06-0.07 s at 200,000 cells, the same values bit for bit (float32 blocks gave 0.05 s more and were dropped:
 they change the values).
 
-Why a compile-time width was slower at first (the width ``k`` as a closure constant, ``G`` padded to 24 or 32
-columns, scalar accumulators, loops of 8: all 1.2-4x slower): numba switches LLVM's SLP vectoriser off (numba PR
-8852), so a loop over a constant width is unrolled into scalar code (the assembly: 24 ``vfmadd231ss`` per stored
-value; the same loop in C, gcc -O3 -march=native, 0.38 s against 0.11 s). With the SLP vectoriser on while they
-compile (:func:`_slp_compiled`), the kernels for one literal width are the fastest: ``X.T @ W`` 0.18-0.22 ->
-0.12-0.13 s at 200,000 cells (the row of ``W`` stays in registers; the same sums bit for bit), ``X @ G.T`` two
-stored values per update 0.15 -> 0.11 s at k = 20 (1.3-1.6x at k = 8 to 32). They run only for large products
-(``FIXED_MIN_WORK``), where their compilation pays. Tried and dropped: one fused kernel for the whole pass
-(product, sweeps and ``X.T @ W`` of each row while it is in cache: 0.59 s against 0.40 s with the old kernels,
-0.75 s against 0.26 s with the width kernels and the blocked sweeps: its loops vectorise worse), per-chunk sums of
-``X.T @ W`` that fit L1 and columns in L1-sized blocks with per-row segment pointers (slower), 4 or 8 stored values
-per update in the width kernels, ``W`` padded to 24 or 32 columns (within 10 %). What is left in the products is
-the random access to rows of ``G.T`` / ``X.T @ W`` (80 bytes each, in L2): about 2.3-2.6 ns per stored value at
-1,000,000 cells.
+The kernels for one literal width (k <= 32, large products only: ``FIXED_MIN_WORK``) are written in LLVM IR
+(numba intrinsics, :func:`_row_product_ir`, :func:`_row_scatter_ir`): a row of ``B`` is a few explicit vectors of
+a power of two lanes (k = 20: 16 + 4), which LLVM maps onto the machine's registers (AVX-512, AVX2 or SSE), with
+four accumulators of the output row (``X @ B``) or four rows of ``X.T @ W`` loaded before any is stored. numba's
+own loops over a literal width were unrolled into scalar code (numba switches LLVM's SLP vectoriser off, numba PR
+8852) and, with the SLP vectoriser switched on while they compiled, kept the output in memory or in part of the
+registers: at 1,000,000 cells the IR kernels took ``X @ G.T`` from 0.384 to 0.313 s and ``X.T @ W`` from 0.454 to
+0.339 s (1.9 -> 1.6 and 2.4 -> 1.8 ns per stored value against 1.35 and 1.73 ns for the same loops in C with
+AVX-512 intrinsics), ``X.T @ W`` with the same sums bit for bit. A 20-lane vector carried round a loop was
+scalarised by LLVM (3.5x slower), hence the powers of two; fused multiply-adds were no faster. Tried and dropped
+before: one fused kernel for the whole pass (product, sweeps and ``X.T @ W`` of each row while it is in cache:
+0.75 s against 0.26 s with the separate kernels at 200,000 cells: its loops vectorised worse), per-chunk sums of
+``X.T @ W`` that fit L1, columns in L1-sized blocks with per-row segment pointers, ``G`` split into one cache line
+per row, ``W`` padded to 24 or 32 columns (all slower or within 10 %).
 
 No logging, no I/O, no AnnData here.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numba
 import numpy as np
-from numba import njit, prange
-from numba.core import config as numba_config
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core.extending import intrinsic
 
 __all__ = ["csr_dense_product", "csr_dense_tproduct", "sweep_rows"]
 
@@ -64,30 +62,6 @@ MAX_FIXED_WIDTH = 32
 #: multiply-adds of one product (stored values x width) from which the kernel of its width is used: ~0.6 s of the
 #: generic loop, of which it saves 0.15-0.3 s per call; below, its compilation would not pay for itself in a fit
 FIXED_MIN_WORK = 2e9
-_SLP_LOCK = threading.Lock()
-_SLP_READY: set[tuple[Any, ...]] = set()
-
-
-@contextmanager
-def _slp_compiled(key: tuple[Any, ...]) -> Iterator[None]:
-    """Compile the kernels called inside with LLVM's SLP vectoriser on, once per ``key`` (types and width).
-
-    numba switches the SLP vectoriser off by default since 0.57 (miscompilations reported in other code, numba
-    PR 8852), and the switch is process-wide, so it is set only while a specialization is compiled (or loaded from
-    the cache), under a lock; the tests check the kernel compiled this way against :func:`_tproduct_any` bit for bit.
-    Other numba code compiled by another thread at that moment gets the vectoriser too.
-    """
-    if key in _SLP_READY:
-        yield
-        return
-    with _SLP_LOCK:
-        before = numba_config.SLP_VECTORIZE
-        numba_config.SLP_VECTORIZE = 1
-        try:
-            yield
-        finally:
-            numba_config.SLP_VECTORIZE = before
-        _SLP_READY.add(key)
 
 
 @njit(cache=True, inline="always")
@@ -380,27 +354,218 @@ def _tproduct_any(
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Row kernels written in LLVM IR: a row of ``B`` as explicit vectors of powers of two (k = 20: 16 + 4 lanes)
+
+
+def _vector_parts(k: int) -> list[tuple[int, int]]:
+    """Return ``(offset, lanes)`` pieces of a row of width ``k`` with lanes in 16, 8, 4, 2, 1 (k = 20: 16 + 4).
+
+    LLVM splits vectors of a power of two into the machine's registers (AVX-512, AVX2 or SSE alike); it does not
+    keep a 20-lane vector carried round a loop in registers (it scalarised it: 3.5x slower)."""
+    out, off = [], 0
+    for lanes in (16, 8, 4, 2, 1):
+        while k - off >= lanes:
+            out.append((off, lanes))
+            off += lanes
+    return out
+
+
+class _RowIR:
+    """LLVM IR helpers of one row kernel: pointers into C-contiguous arrays, index loads, vectors of a row."""
+
+    def __init__(self, context: Any, builder: Any, argtypes: Any, args: Any, k: int) -> None:
+        self.b = builder
+        self.k = k
+        self.i64 = ir.IntType(64)
+        self.parts = _vector_parts(k)
+        self.vts = [ir.VectorType(ir.FloatType(), lanes) for _, lanes in self.parts]
+        self.ptrs = [
+            context.make_array(t)(context, builder, v).data for t, v in zip(argtypes[:5], args[:5], strict=True)
+        ]
+        self.signed = [getattr(t.dtype, "signed", True) for t in argtypes[:2]]
+        self.row = context.cast(builder, args[5], argtypes[5], types.int64)
+
+    def const(self, value: int) -> Any:
+        return ir.Constant(self.i64, value)
+
+    def index(self, which: int, pos: Any) -> Any:
+        """Load entry ``pos`` of ``indptr`` (which 0) or ``indices`` (1) as a 64-bit integer."""
+        v = self.b.load(self.b.gep(self.ptrs[which], [pos]))
+        if v.type.width == 64:
+            return v
+        return self.b.sext(v, self.i64) if self.signed[which] else self.b.zext(v, self.i64)
+
+    def row_ptr(self, which: int, r: Any) -> Any:
+        """Pointer to row ``r`` of the (n, k) float32 array argument ``which``."""
+        return self.b.gep(self.ptrs[which], [self.b.mul(r, self.const(self.k))])
+
+    def part_ptr(self, row: Any, j: int) -> Any:
+        return self.b.bitcast(self.b.gep(row, [self.const(self.parts[j][0])]), self.vts[j].as_pointer())
+
+    def load_row(self, row: Any) -> list[Any]:
+        return [self.b.load(self.part_ptr(row, j), align=4) for j in range(len(self.parts))]
+
+    def splat(self, value: Any, j: int) -> Any:
+        vt = self.vts[j]
+        lanes = vt.count
+        v = self.b.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        return self.b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
+
+    def axpy(self, acc: list[Any], value: Any, row: list[Any]) -> list[Any]:
+        """``acc + value * row`` piece by piece: a multiply then an add (no fused multiply-add, as numba's loops)."""
+        return [
+            self.b.fadd(a, self.b.fmul(self.splat(value, j), x)) for j, (a, x) in enumerate(zip(acc, row, strict=True))
+        ]
+
+    def blocks(self, *names: str) -> list[Any]:
+        """New basic blocks of the function being built, in order."""
+        return [self.b.function.append_basic_block(name) for name in names]
+
+
+def _row_kernel_types(indptr: Any, indices: Any, data: Any, B: Any, out: Any) -> bool:
+    """Whether the arguments suit the IR row kernels: integer index arrays, float32 C-contiguous values."""
+    ints = all(isinstance(t, types.Array) and isinstance(t.dtype, types.Integer) for t in (indptr, indices))
+    floats = all(isinstance(t, types.Array) and t.dtype == types.float32 and t.layout == "C" for t in (data, B, out))
+    return ints and floats and B.ndim == 2 and out.ndim == 2
+
+
+_UNROLL = 4  # stored values per step of the row kernels (four independent accumulators / four rows in flight)
+
+
+@intrinsic
+def _row_product_ir(typingctx: Any, indptr: Any, indices: Any, data: Any, B: Any, out: Any, i: Any, width: Any):
+    """Set row ``i`` of ``out`` (n, width) to ``X[i] @ B``: four accumulators of the row in vector registers, each
+    summing every fourth stored value, added pairwise at the end."""
+    if not isinstance(width, types.IntegerLiteral) or not _row_kernel_types(indptr, indices, data, B, out):
+        return None
+    k = width.literal_value
+    sig = types.void(indptr, indices, data, B, out, i, width)
+
+    def codegen(context, builder, sig, args):
+        r = _RowIR(context, builder, sig.args, args, k)
+        b = builder
+        start = r.index(0, r.row)
+        stop = r.index(0, b.add(r.row, r.const(1)))
+        zeros = [ir.Constant(vt, [0.0] * vt.count) for vt in r.vts]
+        entry = b.block
+        head, body, tail_head, tail_body, done = r.blocks("four", "four.body", "one", "one.body", "done")
+        b.branch(head)
+        b.position_at_end(head)
+        p = b.phi(r.i64)
+        p.add_incoming(start, entry)
+        accs = [[b.phi(vt) for vt in r.vts] for _ in range(_UNROLL)]
+        for acc in accs:
+            for phi, zero in zip(acc, zeros, strict=True):
+                phi.add_incoming(zero, entry)
+        b.cbranch(b.icmp_signed("<=", b.add(p, r.const(_UNROLL)), stop), body, tail_head)
+        b.position_at_end(body)
+        for u in range(_UNROLL):
+            q = b.add(p, r.const(u))
+            row = r.load_row(r.row_ptr(3, r.index(1, q)))
+            for phi, new in zip(accs[u], r.axpy(accs[u], b.load(b.gep(r.ptrs[2], [q])), row), strict=True):
+                phi.add_incoming(new, body)
+        p.add_incoming(b.add(p, r.const(_UNROLL)), body)
+        b.branch(head)
+        b.position_at_end(tail_head)  # the last stored values (fewer than four) into the first accumulator
+        q = b.phi(r.i64)
+        q.add_incoming(p, head)
+        acc = [b.phi(vt) for vt in r.vts]
+        for phi, a in zip(acc, accs[0], strict=True):
+            phi.add_incoming(a, head)
+        b.cbranch(b.icmp_signed("<", q, stop), tail_body, done)
+        b.position_at_end(tail_body)
+        row = r.load_row(r.row_ptr(3, r.index(1, q)))
+        for phi, new in zip(acc, r.axpy(acc, b.load(b.gep(r.ptrs[2], [q])), row), strict=True):
+            phi.add_incoming(new, tail_body)
+        q.add_incoming(b.add(q, r.const(1)), tail_body)
+        b.branch(tail_head)
+        b.position_at_end(done)
+        dest = r.row_ptr(4, r.row)
+        for j in range(len(r.parts)):
+            total = b.fadd(b.fadd(acc[j], accs[1][j]), b.fadd(accs[2][j], accs[3][j]))
+            b.store(total, r.part_ptr(dest, j), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _row_scatter_ir(typingctx: Any, indptr: Any, indices: Any, data: Any, B: Any, out: Any, i: Any, width: Any):
+    """Add ``X[i, c] * B[i]`` to row ``c`` of ``out`` (m, width) for every stored value of row ``i``, in order.
+
+    Four stored values per step: the four rows of ``out`` are loaded before any is stored (their updates overlap
+    instead of waiting on each other's stores), which is exact when their columns differ; a step whose columns
+    are not strictly increasing (a CSR matrix that is not canonical) goes one value at a time. Each row of ``out``
+    gets the same additions in the same order as the one-at-a-time loop: the same sums bit for bit."""
+    if not isinstance(width, types.IntegerLiteral) or not _row_kernel_types(indptr, indices, data, B, out):
+        return None
+    k = width.literal_value
+    sig = types.void(indptr, indices, data, B, out, i, width)
+
+    def codegen(context, builder, sig, args):
+        r = _RowIR(context, builder, sig.args, args, k)
+        b = builder
+        start = r.index(0, r.row)
+        stop = r.index(0, b.add(r.row, r.const(1)))
+        w = r.load_row(r.row_ptr(3, r.row))
+        entry = b.block
+        head, body, fast, tail_head, tail_body, done = r.blocks(
+            "four", "four.body", "four.distinct", "one", "one.body", "done"
+        )
+        b.branch(head)
+        b.position_at_end(head)
+        p = b.phi(r.i64)
+        p.add_incoming(start, entry)
+        b.cbranch(b.icmp_signed("<=", b.add(p, r.const(_UNROLL)), stop), body, tail_head)
+        b.position_at_end(body)
+        cols = [r.index(1, b.add(p, r.const(u))) for u in range(_UNROLL)]
+        distinct = b.icmp_signed("<", cols[0], cols[1])
+        for u in range(1, _UNROLL - 1):
+            distinct = b.and_(distinct, b.icmp_signed("<", cols[u], cols[u + 1]))
+        b.cbranch(distinct, fast, tail_head)
+        b.position_at_end(fast)
+        rows = [r.row_ptr(4, c) for c in cols]
+        olds = [r.load_row(row) for row in rows]
+        for u in range(_UNROLL):
+            new = r.axpy(olds[u], b.load(b.gep(r.ptrs[2], [b.add(p, r.const(u))])), w)
+            for j, value in enumerate(new):
+                b.store(value, r.part_ptr(rows[u], j), align=4)
+        p.add_incoming(b.add(p, r.const(_UNROLL)), fast)
+        b.branch(head)
+        b.position_at_end(tail_head)  # the rest of the row, or one value at a time after a step of equal columns
+        q = b.phi(r.i64)
+        q.add_incoming(p, head)
+        q.add_incoming(p, body)
+        b.cbranch(b.icmp_signed("<", q, stop), tail_body, done)
+        b.position_at_end(tail_body)
+        row = r.row_ptr(4, r.index(1, q))
+        new = r.axpy(r.load_row(row), b.load(b.gep(r.ptrs[2], [q])), w)
+        for j, value in enumerate(new):
+            b.store(value, r.part_ptr(row, j), align=4)
+        q.add_incoming(b.add(q, r.const(1)), tail_body)
+        b.branch(tail_head)
+        b.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True, parallel=True)
 def _tproduct_fixed(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, B: np.ndarray, m: int, n_chunks: int, width: int
 ) -> np.ndarray:
-    """``X.T @ B`` compiled for one width of ``B`` (a literal): the loop over the columns is unrolled, the row of
-    ``B`` stays in registers and the SLP vectoriser packs the updates (compile it under :func:`_slp_compiled`).
-
-    The loop nest repeats :func:`_tproduct_any`'s on purpose: shared through an inlined helper over ``part[c]``
-    it lost the vectorisation (0.36 s against 0.12 s at 200,000 cells).
-    """
+    """``X.T @ B`` for one width of ``B`` (a literal): :func:`_row_scatter_ir` row by row, the same chunks and
+    sums as :func:`_tproduct_any` bit for bit."""
     numba.literally(width)
     n = indptr.shape[0] - 1
     step = (n + n_chunks - 1) // n_chunks
     part = np.zeros((n_chunks, m, width), dtype=np.float32)
     for c in prange(n_chunks):
+        dest = part[c]
         for i in range(c * step, min(n, (c + 1) * step)):
-            for p in range(indptr[i], indptr[i + 1]):
-                v = data[p]
-                col = indices[p]
-                for j in range(width):
-                    part[c, col, j] += v * B[i, j]
+            _row_scatter_ir(indptr, indices, data, B, dest, i, width)
     out = np.zeros((m, width))
     for c in range(n_chunks):
         out += part[c].astype(np.float64)
@@ -409,31 +574,22 @@ def _tproduct_fixed(
 
 @njit(cache=True, parallel=True)
 def _product_fixed(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, B: np.ndarray, width: int) -> np.ndarray:
-    """``X @ B`` compiled for one width of ``B`` (a literal), two stored values at a time: the output row stays in
-    registers and the SLP vectoriser packs the updates (compile it under :func:`_slp_compiled`)."""
+    """``X @ B`` for one width of ``B`` (a literal): :func:`_row_product_ir` row by row."""
     numba.literally(width)
     n = indptr.shape[0] - 1
-    out = np.zeros((n, width), dtype=np.float32)
+    out = np.empty((n, width), dtype=np.float32)
     for i in prange(n):
-        p = indptr[i]
-        stop = indptr[i + 1]
-        while p + 2 <= stop:
-            v0, v1 = data[p], data[p + 1]
-            c0, c1 = indices[p], indices[p + 1]
-            for j in range(width):
-                out[i, j] += v0 * B[c0, j] + v1 * B[c1, j]
-            p += 2
-        if p < stop:
-            v0 = data[p]
-            c0 = indices[p]
-            for j in range(width):
-                out[i, j] += v0 * B[c0, j]
+        _row_product_ir(indptr, indices, data, B, out, i, width)
     return out
 
 
-def _fixed_width(data: np.ndarray, r: int, fixed: bool | None) -> bool:
-    """Whether a product over ``data`` with ``r`` columns runs the kernel compiled for its width (None: by size)."""
-    if not 1 <= r <= MAX_FIXED_WIDTH:
+def _fixed_width(data: np.ndarray, B: np.ndarray, fixed: bool | None) -> bool:
+    """Whether a product over ``data`` with ``B`` runs the kernel compiled for its width (None: by size): widths
+    up to ``MAX_FIXED_WIDTH``, float32 values and a C-contiguous float32 ``B`` only."""
+    r = B.shape[1]
+    if not 1 <= r <= MAX_FIXED_WIDTH or data.dtype != np.float32 or B.dtype != np.float32:
+        return False
+    if not B.flags.c_contiguous:
         return False
     return data.size * r >= FIXED_MIN_WORK if fixed is None else bool(fixed)
 
@@ -444,14 +600,12 @@ def csr_dense_product(
     """Return ``X @ B`` (n, r), float32, for a CSR matrix ``X`` (n, m) and a dense float32 ``B`` (m, r).
 
     Large products (``FIXED_MIN_WORK``) with widths up to ``MAX_FIXED_WIDTH`` run a kernel compiled for that width
-    with the SLP vectoriser (1.3-1.6x faster at r = 8 to 32 than the generic loop, whose sums are in another order:
-    equal to float32 rounding); the others (or ``fixed=False``; ``fixed=True`` forces it) the generic loop.
+    (:func:`_row_product_ir`; its sums are in another order than the generic loop's: equal to float32 rounding);
+    the others (or ``fixed=False``; ``fixed=True`` forces it where the types allow) the generic loop.
     """
-    r = B.shape[1]
-    if not _fixed_width(data, r, fixed):
+    if not _fixed_width(data, B, fixed):
         return _product_any(indptr, indices, data, B)
-    with _slp_compiled(("product", r, indptr.dtype.str, indices.dtype.str, data.dtype.str, B.dtype.str)):
-        return _product_fixed(indptr, indices, data, B, r)
+    return _product_fixed(indptr, indices, data, B, B.shape[1])
 
 
 def csr_dense_tproduct(
@@ -468,11 +622,9 @@ def csr_dense_tproduct(
 
     Rows go in ``n_chunks`` fixed chunks (float32 partial sums) added in chunk order in float64 (independent of the
     number of threads). Large products (``FIXED_MIN_WORK``) with widths up to ``MAX_FIXED_WIDTH`` run a kernel
-    compiled for that width with the SLP vectoriser (1.5-1.7x faster at r = 15 and 20, the same values bit for
-    bit); the others (or ``fixed=False``; ``fixed=True`` forces it) the generic loop.
+    compiled for that width (:func:`_row_scatter_ir`, the same values bit for bit); the others (or
+    ``fixed=False``; ``fixed=True`` forces it where the types allow) the generic loop.
     """
-    r = B.shape[1]
-    if not _fixed_width(data, r, fixed):
+    if not _fixed_width(data, B, fixed):
         return _tproduct_any(indptr, indices, data, B, m, n_chunks)
-    with _slp_compiled(("tproduct", r, indptr.dtype.str, indices.dtype.str, data.dtype.str, B.dtype.str)):
-        return _tproduct_fixed(indptr, indices, data, B, m, n_chunks, r)
+    return _tproduct_fixed(indptr, indices, data, B, m, n_chunks, B.shape[1])
