@@ -301,3 +301,29 @@ def test_numba_fixed_width_product_equals_the_product(width: int, index_dtype: t
     assert set(np.diff(X.indptr) % 4) == {0, 1, 2, 3}
     np.testing.assert_allclose(got, X.astype(np.float64) @ B.astype(np.float64), rtol=2e-6, atol=1e-6)
     assert not got[5].any()
+
+
+def test_numba_pass_with_a_scratch_array_gives_the_same_pass() -> None:
+    """A scratch array kept across passes (the solver's) gives the same loadings and sums as a fresh one, for
+    all rows and for a mini-batch of rows, with a CSR and a dense block and with the dense block alone."""
+    rng = np.random.default_rng(5)
+    n, k = 900, 6
+    rna = sp.random(n, 70, density=0.2, format="csr", rng=rng, dtype=np.float32)
+    prot = rng.random((n, 9), dtype=np.float32)
+    for blocks, scales in (([rna, prot], [1.0, 0.4]), ([prot], [1.0])):
+        data = RowData.build(blocks, scales)
+        G = rng.random((k, data.n_features)).astype(np.float32)
+        W0 = rng.random((n, k), dtype=np.float32)
+        scratch = np.full((n, k), np.nan, dtype=np.float32)
+        for rows in (None, (100, 437)):
+            W_fresh, W_kept = W0.copy(), W0.copy()
+            fresh = data.row_pass(G, W_fresh, update="hals", max_inner=3, rows=rows, use_numba=True)
+            kept = data.row_pass(G, W_kept, update="hals", max_inner=3, rows=rows, use_numba=True, scratch=scratch)
+            np.testing.assert_array_equal(W_kept, W_fresh)
+            np.testing.assert_array_equal(kept.XtW, fresh.XtW)
+            assert (kept.cross, kept.quad, kept.cross0, kept.quad0) == (
+                fresh.cross,
+                fresh.quad,
+                fresh.cross0,
+                fresh.quad0,
+            )

@@ -292,6 +292,7 @@ def _iterate(
     # (the first pass may load the kernels; the results do not depend on the number of threads)
     timed: list[tuple[float, int]] = []
     passes = 0
+    scratch = np.empty((data.n_rows, k), dtype=np.float32) if use_numba else None  # X @ G.T, kept across passes
 
     def row_pass(G: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, Any, float]:
         nonlocal passes
@@ -300,7 +301,9 @@ def _iterate(
         if timing:
             data.n_threads = 1 if passes == 2 else threads
         start = time.perf_counter()
-        stats = data.row_pass(G, W, update=rule, max_inner=inner_w, delta=INNER_DELTA, use_numba=use_numba)
+        stats = data.row_pass(
+            G, W, update=rule, max_inner=inner_w, delta=INNER_DELTA, use_numba=use_numba, scratch=scratch
+        )
         if timing:
             timed.append((time.perf_counter() - start, data.n_threads))
             if passes == 3:
