@@ -410,6 +410,7 @@ def bench_iteration(
     with threadpool_limits(limits=1, user_api="blas"):
         stats = data.row_pass(G, W, update="none")
         G0, W0 = G.copy(), W.copy()
+        scratch = np.empty((n_cells, k), dtype=np.float32)  # X @ G.T, kept across passes as the solver does
         for n_threads in threads:
             data.n_threads = n_threads
             np.copyto(G, G0)
@@ -424,7 +425,7 @@ def bench_iteration(
                     inner_h,
                     np.empty_like(G),
                 )
-                return data.row_pass(G, W, update="hals", max_inner=inner_w)
+                return data.row_pass(G, W, update="hals", max_inner=inner_w, scratch=scratch)
 
             iteration()  # warm-up (kernels loaded, pages touched)
             timings[n_threads] = _median_time(iteration, repeats)[:2]
