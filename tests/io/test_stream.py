@@ -95,3 +95,17 @@ def test_refusals_leave_nothing_behind(tmp_path: Path) -> None:
     assert not (tmp_path / "q.zarr").exists()
     with pytest.raises(InputError, match=r"reads 10x HDF5 \(\.h5\) and cell-by-feature tables"):
         stream_to_zarr(tmp_path / "cells.zarr" / "zarr.json", tmp_path / "y.zarr")
+
+
+def test_repeated_cell_ids_are_refused_across_blocks(tmp_path: Path, monkeypatch) -> None:
+    """A cell id that comes back in a later block is refused like the in-memory readers refuse it (the count and
+    an example), and no store is left; ids whose 64-bit hashes collide but differ are written."""
+    src = tmp_path / "cell_by_gene.csv"
+    src.write_text("cell,CD3E,CD8A\nc1,3,0\nc2,0,5\nc3,1,1\nc1,2,2\nc2,0,1\n")
+    with pytest.raises(InputError, match=r"cell_by_gene.csv: 2 duplicate cell ids \(e.g. 'c1'\); ids must be unique"):
+        stream_to_zarr(src, tmp_path / "cells.zarr", chunk_cells=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell_by_gene.csv"]
+    src.write_text("cell,CD3E,CD8A\nc1,3,0\nc2,0,5\nc3,1,1\n")
+    monkeypatch.setattr(pd.util, "hash_array", lambda values, **_: np.zeros(len(values), dtype=np.uint64))
+    out = stream_to_zarr(src, tmp_path / "cells.zarr", chunk_cells=2)
+    assert ad.read_zarr(out.path).obs_names.tolist() == ["c1", "c2", "c3"]

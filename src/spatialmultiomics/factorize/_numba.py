@@ -19,23 +19,27 @@ zero made the old branches unpredictable) and the axpys in a function of their o
 not inside the parallel loop): 0.49-0.54 -> 0.28-0.38 s. The HALS sweeps now go 64 rows at a time, transposed,
 the rows along the SIMD lanes (a coordinate's update and the k axpys of ``gram @ w`` are each one loop over the
 block's rows, no dependence between lanes, a row that stopped kept by a select): at <= 5 sweeps a row, 0.15-0.16
--> 0.06-0.07 s at 200,000 cells, the same values bit for bit (float32 blocks gave 0.05 s more and were dropped:
-they change the values).
+-> 0.06-0.07 s at 200,000 cells, the same values bit for bit. They stay float64 (float32 blocks gave only 0.05 s
+more) and are the reference of the float32 sweeps in registers below.
 
-The kernels for one literal width (k <= 32, large products only: ``FIXED_MIN_WORK``) are written in LLVM IR
-(numba intrinsics, :func:`_row_product_ir`, :func:`_row_scatter_ir`): a row of ``B`` is a few explicit vectors of
-a power of two lanes (k = 20: 16 + 4), which LLVM maps onto the machine's registers (AVX-512, AVX2 or SSE), with
-four accumulators of the output row (``X @ B``) or four rows of ``X.T @ W`` loaded before any is stored. numba's
-own loops over a literal width were unrolled into scalar code (numba switches LLVM's SLP vectoriser off, numba PR
-8852) and, with the SLP vectoriser switched on while they compiled, kept the output in memory or in part of the
-registers: at 1,000,000 cells the IR kernels took ``X @ G.T`` from 0.384 to 0.313 s and ``X.T @ W`` from 0.454 to
-0.339 s (1.9 -> 1.6 and 2.4 -> 1.8 ns per stored value against 1.35 and 1.73 ns for the same loops in C with
-AVX-512 intrinsics), ``X.T @ W`` with the same sums bit for bit. A 20-lane vector carried round a loop was
-scalarised by LLVM (3.5x slower), hence the powers of two; fused multiply-adds were no faster. Tried and dropped
-before: one fused kernel for the whole pass (product, sweeps and ``X.T @ W`` of each row while it is in cache:
-0.75 s against 0.26 s with the separate kernels at 200,000 cells: its loops vectorised worse), per-chunk sums of
-``X.T @ W`` that fit L1, columns in L1-sized blocks with per-row segment pointers, ``G`` split into one cache line
-per row, ``W`` padded to 24 or 32 columns (all slower or within 10 %).
+The kernels for one literal width (large passes only: ``FIXED_MIN_WORK``) are written in LLVM IR (numba
+intrinsics): the two CSR products (k <= 32, :func:`_row_product_ir`, :func:`_row_scatter_ir`) hold a row of ``B``
+as a few explicit vectors of a power of two lanes (k = 20: 16 + 4), which LLVM maps onto the machine's registers
+(AVX-512, AVX2 or SSE), with four accumulators of the output row (``X @ B``) or four rows of ``X.T @ W`` loaded
+before any is stored; the HALS sweeps (k <= 24 with AVX-512, :func:`_hals_tiles_ir`) keep ``gram @ w`` of 16 rows
+in registers through every coordinate update, in float32. numba's own loops over a literal width were unrolled
+into scalar code (numba switches LLVM's SLP vectoriser off, numba PR 8852) and, with it switched on while they
+compiled, kept the output in memory or in part of the registers; the blocked float64 sweeps load and store all of
+``gram @ w`` for each coordinate. At 1,000,000 cells (one thread): ``X @ G.T`` 0.384 -> 0.289 s, ``X.T @ W``
+0.454 -> 0.315 s (the same sums bit for bit), the sweeps 0.27 -> 0.10 s; hand-written C with AVX-512 intrinsics
+does the products at 1.35 and 1.6-1.7 ns per stored value against 1.55 and 1.7 here. A 20-lane vector carried
+round a loop was scalarised by LLVM (3.5x slower), hence the powers of two. The width is a ``numba.literally``
+argument, whose dispatch retypes it on every call (14 ms a call): :func:`_call_with_width` calls the compiled
+specialization directly. Tried and dropped: one fused kernel for the whole pass (product, sweeps and ``X.T @ W``
+of each row while it is in cache: its loops vectorised worse), the output of ``X.T @ W`` split into 64-byte
+aligned pieces (faster in C, not here), float64 sweeps in registers (latency-bound: one chain of 8 rows, no
+faster than the blocks), per-chunk sums of ``X.T @ W`` that fit L1, columns in L1-sized blocks with per-row
+segment pointers, ``G`` split into one cache line per row, ``W`` padded to 24 or 32 columns.
 
 No logging, no I/O, no AnnData here.
 """

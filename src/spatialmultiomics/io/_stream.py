@@ -330,6 +330,27 @@ class _Positions:
             raise InputError(msg)
 
 
+def _check_unique_ids(src: Path, hashes: np.ndarray, index: Any, chunk: int) -> None:
+    """Raise when the streamed cell ids repeat, naming how many and one of them, as the in-memory readers do.
+
+    ``hashes`` holds a 64-bit hash of every id; only ids whose hash repeats are looked up again in the written
+    ``index`` (a zarr array, a block at a time), so that the check needs 8 bytes a cell, not the ids themselves.
+    """
+    order = np.sort(hashes)
+    repeated = order[1:][order[1:] == order[:-1]]
+    if repeated.size == 0:
+        return
+    seen: dict[str, int] = {}
+    for start in range(0, index.shape[0], chunk):
+        ids = np.asarray(index[start : start + chunk]).astype(object)  # str objects (zarr may hold StringDType)
+        for cell in ids[np.isin(pd.util.hash_array(ids), repeated)]:
+            seen[str(cell)] = seen.get(str(cell), 0) + 1
+    dups = [cell for cell, count in seen.items() if count > 1]
+    if dups:  # else 64-bit hashes of different ids collided (about 3e-6 at ten million cells)
+        msg = f"{src}: {len(dups):,} duplicate cell ids (e.g. {dups[0]!r}); ids must be unique."
+        raise InputError(msg)
+
+
 def _append(array: Any, values: np.ndarray, start: int) -> None:
     """Write ``values`` at rows ``start:`` of a zarr array, growing it along the first axis."""
     array.resize((start + values.shape[0], *array.shape[1:]))
@@ -369,7 +390,8 @@ def stream_to_zarr(
         10x files: the features kept (``'Gene Expression'``; ``'Protein Expression'`` for the antibodies of a
         Xenium protein run, ``'Antibody Capture'`` for CITE-seq).
     chunk_cells
-        Cells read and written at a time (memory O(chunk_cells x features), whatever the number of cells).
+        Cells read and written at a time (memory O(chunk_cells x features) whatever the number of cells, plus
+        8 bytes a cell for the check that no cell id repeats: a repeated id is refused, as by the readers).
     overwrite
         Replace an existing ``store``; False (default) refuses.
 
@@ -422,10 +444,12 @@ def stream_to_zarr(
         shutil.rmtree(tmp)
     plain = {"shards": None}  # zarr v3 without shards (anndata warns unless told)
     n_obs = nnz = 0
+    hashes: list[np.ndarray] = []  # 64-bit hashes of the cell ids (8 bytes a cell), checked for repeats at the end
     try:
         root = zarr.open_group(tmp, mode="w")
         for X, block_ids in blocks:
             cells = np.asarray(block_ids).astype(str)
+            hashes.append(pd.util.hash_array(cells.astype(object)))
             xy = None if positions is None else positions.take(cells)
             if n_obs == 0:  # the first block fixes the encodings; the next ones grow the arrays
                 write_elem(root, "X", X, dataset_kwargs={"chunks": (1 << 20,), **plain})
@@ -448,6 +472,7 @@ def stream_to_zarr(
         if n_obs == 0:
             msg = f"{src}: no cell to write."
             raise InputError(msg)
+        _check_unique_ids(src, np.concatenate(hashes), root["obs/_index"], chunk)
         if positions is not None:
             positions.check(n_obs)
         var_names = make_unique([str(v) for v in features[TenxH5.FEATURE_NAME]])
