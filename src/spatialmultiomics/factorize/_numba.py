@@ -405,6 +405,8 @@ class _RowIR:
         ]
         self.signed = [getattr(t.dtype, "signed", True) for t in argtypes[:2]]
         self.row = context.cast(builder, args[5], argtypes[5], types.int64)
+        self.start = self.index(0, self.row)  # the row's stored values: start .. stop
+        self.stop = self.index(0, builder.add(self.row, self.const(1)))
 
     def const(self, value: int) -> Any:
         return ir.Constant(self.i64, value)
@@ -444,11 +446,14 @@ class _RowIR:
         return [self.b.function.append_basic_block(name) for name in names]
 
 
-def _row_kernel_types(indptr: Any, indices: Any, data: Any, B: Any, out: Any) -> bool:
-    """Whether the arguments suit the IR row kernels: integer index arrays, float32 C-contiguous values."""
+def _row_kernel_signature(indptr: Any, indices: Any, data: Any, B: Any, out: Any, i: Any, width: Any) -> Any:
+    """The signature of an IR row kernel for these argument types, or None when they do not suit it (a literal
+    width, integer index arrays, float32 C-contiguous values, 2-D ``B`` and ``out``)."""
     ints = all(isinstance(t, types.Array) and isinstance(t.dtype, types.Integer) for t in (indptr, indices))
     floats = all(isinstance(t, types.Array) and t.dtype == types.float32 and t.layout == "C" for t in (data, B, out))
-    return ints and floats and B.ndim == 2 and out.ndim == 2
+    if not (isinstance(width, types.IntegerLiteral) and ints and floats and B.ndim == 2 and out.ndim == 2):
+        return None
+    return types.void(indptr, indices, data, B, out, i, width)
 
 
 _UNROLL = 4  # stored values per step of the row kernels (four independent accumulators / four rows in flight)
@@ -458,16 +463,15 @@ _UNROLL = 4  # stored values per step of the row kernels (four independent accum
 def _row_product_ir(typingctx: Any, indptr: Any, indices: Any, data: Any, B: Any, out: Any, i: Any, width: Any):
     """Set row ``i`` of ``out`` (n, width) to ``X[i] @ B``: four accumulators of the row in vector registers, each
     summing every fourth stored value, added pairwise at the end."""
-    if not isinstance(width, types.IntegerLiteral) or not _row_kernel_types(indptr, indices, data, B, out):
+    sig = _row_kernel_signature(indptr, indices, data, B, out, i, width)
+    if sig is None:
         return None
     k = width.literal_value
-    sig = types.void(indptr, indices, data, B, out, i, width)
 
     def codegen(context, builder, sig, args):
         r = _RowIR(context, builder, sig.args, args, k)
         b = builder
-        start = r.index(0, r.row)
-        stop = r.index(0, b.add(r.row, r.const(1)))
+        start, stop = r.start, r.stop
         zeros = [ir.Constant(vt, [0.0] * vt.count) for vt in r.vts]
         entry = b.block
         head, body, tail_head, tail_body, done = r.blocks("four", "four.body", "one", "one.body", "done")
@@ -519,16 +523,15 @@ def _row_scatter_ir(typingctx: Any, indptr: Any, indices: Any, data: Any, B: Any
     instead of waiting on each other's stores), which is exact when their columns differ; a step whose columns
     are not strictly increasing (a CSR matrix that is not canonical) goes one value at a time. Each row of ``out``
     gets the same additions in the same order as the one-at-a-time loop: the same sums bit for bit."""
-    if not isinstance(width, types.IntegerLiteral) or not _row_kernel_types(indptr, indices, data, B, out):
+    sig = _row_kernel_signature(indptr, indices, data, B, out, i, width)
+    if sig is None:
         return None
     k = width.literal_value
-    sig = types.void(indptr, indices, data, B, out, i, width)
 
     def codegen(context, builder, sig, args):
         r = _RowIR(context, builder, sig.args, args, k)
         b = builder
-        start = r.index(0, r.row)
-        stop = r.index(0, b.add(r.row, r.const(1)))
+        start, stop = r.start, r.stop
         w = r.load_row(r.row_ptr(3, r.row))
         entry = b.block
         head, body, fast, tail_head, tail_body, done = r.blocks(
