@@ -606,8 +606,15 @@ def _product_fixed(
         _row_product_ir(indptr, indices, data, B, out, i, width)
 
 
-def _host_features() -> dict:
-    """The host CPU's features as LLVM names them (empty when they cannot be read)."""
+def _host_features() -> dict[str, bool]:
+    """The features numba compiles for, as LLVM names them: ``NUMBA_CPU_FEATURES`` when set, none for a named
+    ``NUMBA_CPU_NAME`` without them (a portable build), else the host CPU's (empty when they cannot be read)."""
+    from numba.core import config
+
+    if config.CPU_FEATURES:
+        return {f[1:]: f[0] == "+" for f in str(config.CPU_FEATURES).split(",") if len(f) > 1}
+    if config.CPU_NAME:
+        return {}
     try:
         from llvmlite import binding
 
@@ -649,7 +656,14 @@ def _hals_tiles_ir(
     ``inv[j] == 0`` skipped, a row stopped when a sweep moves it by at most ``delta2`` times its first move
     squared; a tile stops when all its rows have. Multiply-adds are fused where the CPU has FMA.
     """
-    if not isinstance(width, types.IntegerLiteral):
+
+    def c_array(t: Any, dtype: Any, ndim: int) -> bool:
+        return isinstance(t, types.Array) and t.dtype == dtype and t.ndim == ndim and t.layout == "C"
+
+    f32 = types.float32
+    arrays = c_array(w, f32, 2) and c_array(x, f32, 2) and c_array(gram, f32, 2) and c_array(inv, f32, 1)
+    arrays = arrays and c_array(active, types.boolean, 1) and c_array(traces, types.float64, 2)
+    if not isinstance(width, types.IntegerLiteral) or not arrays:
         return None
     k = width.literal_value
     sig = types.void(w, x, gram, inv, active, traces, max_inner, delta2, width)
