@@ -161,3 +161,39 @@ def test_dask_chunk_tasks_run_the_numba_kernels_as_the_numpy_backend(planted, cl
     # X.T @ W is summed in float32 within chunks of rows by the numba kernels (one chunk of 300 rows in memory, five of
     # 70 here): the curves agree to float32 rounding carried through 15 iterations, not to the float64 sums' 1e-5
     np.testing.assert_allclose(model.loss_curve_, reference.loss_curve_, rtol=1e-4)
+
+
+def test_dask_chunk_tasks_run_the_width_kernels_when_the_whole_matrix_is_large(planted, client, monkeypatch) -> None:
+    """The kernels compiled for the width (float32 HALS sweeps in registers, the IR CSR products) run in the chunk
+    tasks when the whole matrix passes the in-memory backend's size rule, though no chunk does: the in-memory
+    result to the same tolerances."""
+    from spatialmultiomics.factorize import _numba, _rowpass
+    from spatialmultiomics.factorize._dask import DaskRowData
+
+    monkeypatch.setattr(_rowpass, "NUMBA_MIN_WORK", 0.0)
+    monkeypatch.setattr(_numba, "FIXED_MIN_WORK", 300 * 72 * 4 * 0.5)  # the whole matrix passes, a chunk does not
+    decided = []
+    original = DaskRowData.use_fixed
+    monkeypatch.setattr(DaskRowData, "use_fixed", lambda self, k: decided.append(original(self, k)) or decided[-1])
+    monkeypatch.setattr(_numba, "_ENTRIES", {})
+    blocks = _blocks(planted)
+    kwargs = {"solver": "hals", "max_iter": 15, "tol": 0.0}
+    dask_blocks = [da.from_array(blocks[0], chunks=(70, -1), asarray=False), da.from_array(blocks[1], chunks=(100, -1))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        W_ref = JointNMF(4, **kwargs).fit_transform(blocks)
+        reference_kernels = {key[0].py_func.__name__ for key in _numba._ENTRIES}
+        _numba._ENTRIES.clear()
+        model = JointNMF(4, backend="dask", **kwargs)
+        W = model.fit_transform(dask_blocks).compute()
+    assert decided == [True]
+    assert (
+        {key[0].py_func.__name__ for key in _numba._ENTRIES}
+        == reference_kernels
+        == {
+            "_product_fixed",
+            "_tproduct_fixed",
+            "_sweep_rows_fixed",
+        }
+    )
+    np.testing.assert_allclose(W, W_ref, rtol=1e-4, atol=1e-5 * W_ref.max())

@@ -85,13 +85,19 @@ def _chunk_data(checked: Sequence[Any], norms: np.ndarray, scales: np.ndarray) -
 
 
 def _chunk_pass(
-    data: RowData, G: np.ndarray, W: np.ndarray, update: str, max_inner: int, use_numba: bool = False
+    data: RowData,
+    G: np.ndarray,
+    W: np.ndarray,
+    update: str,
+    max_inner: int,
+    use_numba: bool = False,
+    fixed: bool | None = None,
 ) -> tuple[np.ndarray, PassStats, int]:
     """Return the updated rows of ``W`` (a copy: tasks never change their inputs), the chunk's pass sums and the
     number of its rows whose dominant factor changed."""
     W = np.array(W, dtype=np.float32, order="C")
     before = W.argmax(axis=1)
-    stats = data.row_pass(G, W, update=update, max_inner=max_inner, delta=INNER_DELTA, use_numba=use_numba)
+    stats = data.row_pass(G, W, update=update, max_inner=max_inner, delta=INNER_DELTA, use_numba=use_numba, fixed=fixed)
     return W, stats, int(np.count_nonzero(W.argmax(axis=1) != before))
 
 
@@ -152,6 +158,16 @@ class DaskRowData:
     def use_numba(self, k: int) -> bool:
         """Return whether the chunk tasks run the numba kernels: :meth:`RowData.use_numba` on the whole matrix."""
         return numba_pays(self.stored, k)
+
+    def use_fixed(self, k: int) -> bool:
+        """Return whether the chunk tasks run the numba kernels compiled for the width: the in-memory backend's
+        rule (``FIXED_MIN_WORK`` multiply-adds a product) on the whole matrix, not on one chunk, so that both
+        backends run the same kernels (and their compilation, once per machine, pays over all the chunks)."""
+        if not self.use_numba(k):
+            return False
+        from spatialmultiomics.factorize._numba import FIXED_MIN_WORK
+
+        return self.stored * k >= FIXED_MIN_WORK
 
     def _cell_array(self, pieces: list[Any], width: int) -> Any:
         da = import_optional("dask.array", extra="dask")
@@ -272,7 +288,13 @@ def _sizes(data: RowData) -> tuple[int | None, int | None]:
 
 
 def _pass(
-    data: DaskRowData, G: np.ndarray, W: Any, update: str, max_inner: int, use_numba: bool = False
+    data: DaskRowData,
+    G: np.ndarray,
+    W: Any,
+    update: str,
+    max_inner: int,
+    use_numba: bool = False,
+    fixed: bool = False,
 ) -> tuple[Any, PassStats, float]:
     """One round of chunk tasks: the new cell loadings (persisted Dask array), the reduced pass sums and the
     fraction of cells whose dominant factor changed.
@@ -286,7 +308,7 @@ def _pass(
     G_task = G.copy()
     results = dask.persist(
         *[
-            dask.delayed(_chunk_pass, pure=False)(c, G_task, w, update, max_inner, use_numba)
+            dask.delayed(_chunk_pass, pure=False)(c, G_task, w, update, max_inner, use_numba, fixed)
             for c, w in zip(data.chunks, data._cell_pieces(W), strict=True)
         ]
     )
@@ -343,11 +365,12 @@ def fit_dask(
     W = W.rechunk((data.rows, -1)).astype(np.float32).persist()
     G = np.ascontiguousarray(G, dtype=np.float32)
     use_numba = data.use_numba(k)
+    fixed = data.use_fixed(k)
     inner_w, inner_h = _inner_counts(data, k, use_numba)
     g_rule = hals_sweep if solver == "hals" else mu_step
     log = logger.info if verbose else logger.debug
     W, n_iter, errors, converged = _alternate(
-        lambda G, W: _pass(data, G, W, solver, inner_w, use_numba),
+        lambda G, W: _pass(data, G, W, solver, inner_w, use_numba, fixed),
         G,
         W,
         norm_x2=data.norm_x2,

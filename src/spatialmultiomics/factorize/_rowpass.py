@@ -472,6 +472,7 @@ class RowData:
         rows: tuple[int, int] | None = None,
         use_numba: bool | None = None,
         scratch: np.ndarray | None = None,
+        fixed: bool | None = None,
     ) -> PassStats:
         """Update ``W`` (n, k) in place row by row with ``G`` (k, n_features) fixed, and return the pass sums.
 
@@ -494,6 +495,10 @@ class RowData:
             A float32 array of at least ``rows`` x k values that the numba pass may use for ``X @ G.T`` (one kept
             by the solver across its iterations saves the page faults of a fresh one, ~13 ms per 80 MB); default
             a new array.
+        fixed
+            Whether the numba kernels compiled for the width run (where the width allows); None: when the whole
+            matrix has ``FIXED_MIN_WORK`` multiply-adds a product (the Dask backend decides the same on its whole
+            matrix, :meth:`DaskRowData.use_fixed`, and passes it to the chunk tasks).
 
         Returns
         -------
@@ -507,9 +512,11 @@ class RowData:
         if use_numba is None:
             use_numba = self.use_numba(G64.shape[0])
         if use_numba:
-            from spatialmultiomics.factorize._numba import csr_dense_tproduct, sweep_rows
+            from spatialmultiomics.factorize._numba import FIXED_MIN_WORK, csr_dense_tproduct, sweep_rows
 
             k = G64.shape[0]
+            if fixed is None:  # one rule for the three kernels, on the whole matrix (as the Dask backend decides)
+                fixed = self.stored * k >= FIXED_MIN_WORK
             # X @ G.T of the rows: the numba CSR product (four stored values per update of a row of xg) and BLAS
             # for the dense part
             xg = _scratch_rows(scratch, r1 - r0, k)
@@ -518,7 +525,7 @@ class RowData:
 
                 X = self.sparse[r0:r1] if (r0, r1) != (0, self.n_rows) else self.sparse
                 with _numba_threads(self.n_threads):
-                    csr_dense_product(X.indptr, X.indices, X.data, GsT.astype(np.float32), out=xg)
+                    csr_dense_product(X.indptr, X.indices, X.data, GsT.astype(np.float32), out=xg, fixed=fixed)
             if self.dense is not None:  # BLAS in chunks of rows added to xg (no temporary as large as xg)
                 Gd32 = GdT.astype(np.float32)
                 step = max(1, _CHUNK // max(k, 1))
@@ -531,12 +538,14 @@ class RowData:
                     else:
                         np.add(dest, np.matmul(self.dense[a:b], Gd32, out=tmp), out=dest)
             with _numba_threads(self.n_threads):
-                cross0, quad0 = sweep_rows(W, xg, gram, r0, code, max_inner, delta, _n_chunks(r1 - r0, 0, k))
+                cross0, quad0 = sweep_rows(
+                    W, xg, gram, r0, code, max_inner, delta, _n_chunks(r1 - r0, 0, k), fixed=fixed
+                )
                 ps = np.zeros((GsT.shape[0], k))
                 if self.sparse is not None:  # X.T @ W: float32 partial sums per chunk of rows, float64 across
                     Wr = W[r0:r1]
                     chunks = _n_chunks(r1 - r0, X.shape[1], k)
-                    ps = csr_dense_tproduct(X.indptr, X.indices, X.data, Wr, X.shape[1], chunks)
+                    ps = csr_dense_tproduct(X.indptr, X.indices, X.data, Wr, X.shape[1], chunks, fixed=fixed)
             pd_ = np.zeros((GdT.shape[0], k))
             if self.dense is not None:  # dense.T @ W as X.T @ W: float32 (BLAS) per chunk of rows, float64 across
                 step = -(-(r1 - r0) // _n_chunks(r1 - r0, GdT.shape[0], k))
