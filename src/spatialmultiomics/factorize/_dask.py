@@ -165,9 +165,9 @@ class DaskRowData:
         backends run the same kernels (and their compilation, once per machine, pays over all the chunks)."""
         if not self.use_numba(k):
             return False
-        from spatialmultiomics.factorize._numba import FIXED_MIN_WORK
+        from spatialmultiomics.factorize._numba import fixed_pays
 
-        return self.stored * k >= FIXED_MIN_WORK
+        return fixed_pays(self.stored, k)
 
     def _cell_array(self, pieces: list[Any], width: int) -> Any:
         da = import_optional("dask.array", extra="dask")

@@ -55,7 +55,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-__all__ = ["csr_dense_product", "csr_dense_tproduct", "sweep_rows"]
+__all__ = ["csr_dense_product", "csr_dense_tproduct", "fixed_pays", "sweep_rows"]
 
 _EPS32 = float(np.finfo(np.float32).eps)
 _TINY = 1e-30
@@ -67,6 +67,13 @@ MAX_FIXED_WIDTH = 32
 #: multiply-adds of one product (stored values x width) from which the kernel of its width is used: ~0.6 s of the
 #: generic loop, of which it saves 0.15-0.3 s per call; below, its compilation would not pay for itself in a fit
 FIXED_MIN_WORK = 2e9
+
+
+def fixed_pays(stored: int, width: int) -> bool:
+    """Return whether products over ``stored`` values with ``width`` columns are large enough for the kernels
+    compiled for the width (``FIXED_MIN_WORK``): the one rule of :func:`csr_dense_product`,
+    :func:`csr_dense_tproduct`, ``RowData.row_pass`` and the Dask backend."""
+    return stored * width >= FIXED_MIN_WORK
 
 
 @njit(cache=True, inline="always")
@@ -261,9 +268,10 @@ def _sweep_block_hals(
 
 @njit(cache=True)
 def _inverse_diagonal(gram: np.ndarray) -> np.ndarray:
-    """Return ``1 / gram[j, j]`` where it is positive, else 0 (the coordinate is then never updated)."""
+    """Return ``1 / gram[j, j]`` where it is positive, else 0 (the coordinate is then never updated), in the
+    dtype of ``gram`` (float32: the float64 quotient of two float32 rounds to the float32 quotient)."""
     k = gram.shape[0]
-    inv = np.zeros(k)
+    inv = np.zeros(k, dtype=gram.dtype)
     for j in range(k):
         if gram[j, j] > 0.0:
             inv[j] = 1.0 / gram[j, j]
@@ -391,6 +399,13 @@ def _vector_parts(k: int) -> list[tuple[int, int]]:
     return out
 
 
+def _splat(b: Any, value: Any, vt: Any) -> Any:
+    """The scalar ``value`` in every lane of a vector of type ``vt``."""
+    v = b.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.count), [0] * vt.count)
+    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
+
+
 class _RowIR:
     """LLVM IR helpers of one row kernel: pointers into C-contiguous arrays, index loads, vectors of a row."""
 
@@ -428,17 +443,19 @@ class _RowIR:
     def load_row(self, row: Any) -> list[Any]:
         return [self.b.load(self.part_ptr(row, j), align=4) for j in range(len(self.parts))]
 
-    def splat(self, value: Any, j: int) -> Any:
-        vt = self.vts[j]
-        lanes = vt.count
-        v = self.b.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        return self.b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
+    def store_row(self, row: Any, values: list[Any]) -> None:
+        for j, value in enumerate(values):
+            self.b.store(value, self.part_ptr(row, j), align=4)
+
+    def value(self, pos: Any) -> Any:
+        """Load stored value ``pos`` of ``data``."""
+        return self.b.load(self.b.gep(self.ptrs[2], [pos]))
 
     def axpy(self, acc: list[Any], value: Any, row: list[Any]) -> list[Any]:
         """``acc + value * row`` piece by piece: a multiply then an add (no fused multiply-add, as numba's loops)."""
         return [
-            self.b.fadd(a, self.b.fmul(self.splat(value, j), x)) for j, (a, x) in enumerate(zip(acc, row, strict=True))
+            self.b.fadd(a, self.b.fmul(_splat(self.b, value, vt), x))
+            for vt, a, x in zip(self.vts, acc, row, strict=True)
         ]
 
     def blocks(self, *names: str) -> list[Any]:
@@ -488,7 +505,7 @@ def _row_product_ir(typingctx: Any, indptr: Any, indices: Any, data: Any, B: Any
         for u in range(_UNROLL):
             q = b.add(p, r.const(u))
             row = r.load_row(r.row_ptr(3, r.index(1, q)))
-            for phi, new in zip(accs[u], r.axpy(accs[u], b.load(b.gep(r.ptrs[2], [q])), row), strict=True):
+            for phi, new in zip(accs[u], r.axpy(accs[u], r.value(q), row), strict=True):
                 phi.add_incoming(new, body)
         p.add_incoming(b.add(p, r.const(_UNROLL)), body)
         b.branch(head)
@@ -501,15 +518,13 @@ def _row_product_ir(typingctx: Any, indptr: Any, indices: Any, data: Any, B: Any
         b.cbranch(b.icmp_signed("<", q, stop), tail_body, done)
         b.position_at_end(tail_body)
         row = r.load_row(r.row_ptr(3, r.index(1, q)))
-        for phi, new in zip(acc, r.axpy(acc, b.load(b.gep(r.ptrs[2], [q])), row), strict=True):
+        for phi, new in zip(acc, r.axpy(acc, r.value(q), row), strict=True):
             phi.add_incoming(new, tail_body)
         q.add_incoming(b.add(q, r.const(1)), tail_body)
         b.branch(tail_head)
         b.position_at_end(done)
-        dest = r.row_ptr(4, r.row)
-        for j in range(len(r.parts)):
-            total = b.fadd(b.fadd(acc[j], accs[1][j]), b.fadd(accs[2][j], accs[3][j]))
-            b.store(total, r.part_ptr(dest, j), align=4)
+        totals = [b.fadd(b.fadd(acc[j], accs[1][j]), b.fadd(accs[2][j], accs[3][j])) for j in range(len(r.parts))]
+        r.store_row(r.row_ptr(4, r.row), totals)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -552,9 +567,7 @@ def _row_scatter_ir(typingctx: Any, indptr: Any, indices: Any, data: Any, B: Any
         rows = [r.row_ptr(4, c) for c in cols]
         olds = [r.load_row(row) for row in rows]
         for u in range(_UNROLL):
-            new = r.axpy(olds[u], b.load(b.gep(r.ptrs[2], [b.add(p, r.const(u))])), w)
-            for j, value in enumerate(new):
-                b.store(value, r.part_ptr(rows[u], j), align=4)
+            r.store_row(rows[u], r.axpy(olds[u], r.value(b.add(p, r.const(u))), w))
         p.add_incoming(b.add(p, r.const(_UNROLL)), fast)
         b.branch(head)
         b.position_at_end(tail_head)  # the rest of the row, or one value at a time after a step of equal columns
@@ -564,9 +577,7 @@ def _row_scatter_ir(typingctx: Any, indptr: Any, indices: Any, data: Any, B: Any
         b.cbranch(b.icmp_signed("<", q, stop), tail_body, done)
         b.position_at_end(tail_body)
         row = r.row_ptr(4, r.index(1, q))
-        new = r.axpy(r.load_row(row), b.load(b.gep(r.ptrs[2], [q])), w)
-        for j, value in enumerate(new):
-            b.store(value, r.part_ptr(row, j), align=4)
+        r.store_row(row, r.axpy(r.load_row(row), r.value(q), w))
         q.add_incoming(b.add(q, r.const(1)), tail_body)
         b.branch(tail_head)
         b.position_at_end(done)
@@ -695,9 +706,7 @@ def _hals_tiles_ir(
             return ir.Constant(i64, v)
 
         def splat(value: Any) -> Any:
-            v = b.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-            mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-            return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
+            return _splat(b, value, vt)
 
         def scalar(ptr: Any, idx: int) -> Any:
             return b.load(b.gep(ptr, [const(idx)]))
@@ -853,10 +862,7 @@ def _sweep_rows_fixed(
     cross0 = np.zeros(n_chunks)
     quad0 = np.zeros(n_chunks)
     gram32 = gram.astype(np.float32)
-    inv32 = np.zeros(gram.shape[0], dtype=np.float32)
-    for j in range(gram.shape[0]):
-        if gram32[j, j] > 0.0:
-            inv32[j] = np.float32(1.0) / gram32[j, j]
+    inv32 = _inverse_diagonal(gram32)
     for c in prange(n_chunks):
         a, b = c * step, min(n, (c + 1) * step)
         cross0[c], quad0[c] = _sweep_block_hals_ir(W, xg, gram32, inv32, row0, a, b, max_inner, delta * delta, width)
@@ -924,7 +930,7 @@ def _fixed_width(data: np.ndarray, B: np.ndarray, fixed: bool | None) -> bool:
         return False
     if not B.flags.c_contiguous:
         return False
-    return data.size * r >= FIXED_MIN_WORK if fixed is None else bool(fixed)
+    return fixed_pays(data.size, r) if fixed is None else bool(fixed)
 
 
 def csr_dense_product(

@@ -512,11 +512,11 @@ class RowData:
         if use_numba is None:
             use_numba = self.use_numba(G64.shape[0])
         if use_numba:
-            from spatialmultiomics.factorize._numba import FIXED_MIN_WORK, csr_dense_tproduct, sweep_rows
+            from spatialmultiomics.factorize._numba import csr_dense_tproduct, fixed_pays, sweep_rows
 
             k = G64.shape[0]
             if fixed is None:  # one rule for the three kernels, on the whole matrix (as the Dask backend decides)
-                fixed = self.stored * k >= FIXED_MIN_WORK
+                fixed = fixed_pays(self.stored, k)
             # X @ G.T of the rows: the numba CSR product (four stored values per update of a row of xg) and BLAS
             # for the dense part
             xg = _scratch_rows(scratch, r1 - r0, k)
