@@ -347,7 +347,8 @@ def _check_unique_ids(src: Path, hashes: np.ndarray, index: Any, chunk: int) -> 
             seen[str(cell)] = seen.get(str(cell), 0) + 1
     dups = [cell for cell, count in seen.items() if count > 1]
     if dups:  # else 64-bit hashes of different ids collided (about 3e-6 at ten million cells)
-        msg = f"{src}: {len(dups):,} duplicate cell ids (e.g. {dups[0]!r}); ids must be unique."
+        repeats = sum(count - 1 for count in seen.values())  # entries beyond each id's first, as the readers count
+        msg = f"{src}: {repeats:,} duplicate cell ids (e.g. {dups[0]!r}); ids must be unique."
         raise InputError(msg)
 
 
